@@ -1,0 +1,53 @@
+"""Command line: ``python -m mtvae regenerate ...``.
+
+Bad arguments end with a one-line error (exit status 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mtvae.device import DEVICES
+from mtvae.errors import MTVAEError
+from mtvae.profiles import available as profiles
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mtvae", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    regen = sub.add_parser("regenerate", help="execute the chapters with papermill")
+    regen.add_argument("--profile", default="smoke", choices=profiles())
+    regen.add_argument("--device", default="auto", choices=DEVICES)
+    regen.add_argument("--only", nargs="+", metavar="NN", help="chapter numbers, e.g. 01 03")
+    regen.add_argument("--output-dir", default="book/chapters")
+    regen.add_argument("--notebooks", default="notebooks", help="folder of NN_name.md sources")
+    regen.add_argument("--seed", type=int, default=0)
+    regen.add_argument("--timeout", type=int, default=None, help="seconds per cell")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "regenerate":
+            from mtvae.regenerate import regenerate
+
+            manifest = regenerate(profile=args.profile, device=args.device, only=args.only,
+                                  output_dir=args.output_dir, notebooks=args.notebooks,
+                                  seed=args.seed, timeout=args.timeout)
+            total = sum(c["wall_seconds"] for c in manifest["chapters"].values())
+            print(f"[mtvae] manifest: {args.output_dir}/manifest.json "
+                  f"(chapters' wall time {total:.1f} s)")
+    except MTVAEError as err:
+        print(f"mtvae: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtvae: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

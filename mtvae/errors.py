@@ -1,0 +1,33 @@
+"""Errors that name the problem and the fix.
+
+Every user-facing check in the library raises one of these, so that bad input never
+surfaces as a stack trace from deep inside torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class MTVAEError(ValueError):
+    """Bad input or configuration: the message says what is wrong and how to fix it."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """A training run produced a non-finite loss and was stopped."""
+
+
+def check_choice(kind: str, value: object, valid: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``valid``; otherwise raise an error listing them."""
+    options = sorted(valid)
+    if not isinstance(value, str) or value not in options:
+        raise MTVAEError(f"unknown {kind} {value!r}; valid {kind}s are: {', '.join(options)}")
+    return value
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """Raise a clear error unless ``value`` is a positive (or non-negative) finite number."""
+    ok = value >= 0 if allow_zero else value > 0
+    if not isinstance(value, (int, float)) or value != value or not ok:
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise MTVAEError(f"{name} must be a number {bound}, got {value!r}")

@@ -1,0 +1,141 @@
+"""Figure helpers with one house style (seaborn, colour-blind palette).
+
+Helpers take data (tensors, arrays, DataFrames) and return Matplotlib figures; they never
+train or evaluate models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+PALETTE = "colorblind"
+
+
+def set_style() -> None:
+    """Apply the house style to every later figure."""
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE,
+                  rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titleweight": "bold",
+                      "figure.autolayout": False})
+
+
+def _tile(images: Tensor | np.ndarray, nrow: int) -> np.ndarray:
+    arr = images.detach().cpu().float().numpy() if isinstance(images, Tensor) else images
+    arr = arr.reshape(arr.shape[0], *arr.shape[-2:])
+    n, h, w = arr.shape
+    ncol = int(np.ceil(n / nrow))
+    canvas = np.ones((nrow * (h + 1) - 1, ncol * (w + 1) - 1))
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        canvas[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = arr[i]
+    return canvas
+
+
+def image_grid(images: Tensor | np.ndarray, nrow: int, ax: plt.Axes | None = None,
+               title: str | None = None) -> Figure:
+    """Show images ``[N, (1,) H, W]`` in a grid of ``nrow`` rows (values clipped to [0, 1])."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 6 * nrow / max(1, int(np.ceil(len(images) / nrow)))))
+    ax.imshow(np.clip(_tile(images, nrow), 0, 1), cmap="gray_r", vmin=0, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def image_rows(rows: Mapping[str, Tensor], title: str | None = None) -> Figure:
+    """One labelled row of images per entry (e.g. data vs reconstructions)."""
+    fig, axes = plt.subplots(len(rows), 1, figsize=(9, 1.0 * len(rows) + 0.4))
+    axes = np.atleast_1d(axes)
+    for ax, (label, imgs) in zip(axes, rows.items(), strict=True):
+        ax.imshow(np.clip(_tile(imgs, 1), 0, 1), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        ax.grid(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def latent_scatter(z: Tensor | np.ndarray, labels: Sequence[int] | np.ndarray,
+                   ax: plt.Axes | None = None) -> Figure:
+    """2-D latent codes coloured by class."""
+    z = np.asarray(z.detach().cpu() if isinstance(z, Tensor) else z)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 5))
+    labels = np.asarray(labels)
+    palette = sns.color_palette("tab10", n_colors=int(labels.max()) + 1)
+    sns.scatterplot(x=z[:, 0], y=z[:, 1], hue=labels, palette=palette, s=12, linewidth=0,
+                    ax=ax, legend="full")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    ax.legend(title="digit", bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    return ax.figure
+
+
+def to_numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def standard_normal_grid(n: int, quantile: float = 0.95) -> Tensor:
+    """An n x n grid of 2-D points at evenly spaced standard-normal quantiles."""
+    probs = torch.linspace(1 - quantile, quantile, n)
+    q = torch.distributions.Normal(0.0, 1.0).icdf(probs)
+    zz1, zz2 = torch.meshgrid(q, q.flip(0), indexing="xy")
+    return torch.stack([zz1.reshape(-1), zz2.reshape(-1)], dim=1)
+
+
+def rate_distortion(df: pd.DataFrame, ax: plt.Axes | None = None) -> Figure:
+    """Distortion against rate, one point per run, labelled by beta (Alemi et al. 2018)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.2))
+    agg = df.groupby("beta")[["test_rate", "test_distortion"]].agg(["mean", "std"])
+    sns.scatterplot(data=df, x="test_rate", y="test_distortion", hue="beta",
+                    palette="viridis", ax=ax, s=30, legend=False)
+    ax.plot(agg[("test_rate", "mean")], agg[("test_distortion", "mean")], color="0.4", lw=1)
+    for beta, row in agg.iterrows():
+        ax.annotate(f"β={beta:g}", (row[("test_rate", "mean")], row[("test_distortion", "mean")]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+    lo = float(min(df["test_rate"].min(), 0))
+    hi = float(df["test_rate"].max())
+    d_min = float((df["test_distortion"] + df["test_rate"]).min())
+    xs = np.linspace(lo, hi, 50)
+    ax.plot(xs, d_min - xs, ls="--", color="0.6", lw=1, label="D + R = best −ELBO")
+    ax.set_xlabel("rate R (nats)")
+    ax.set_ylabel("distortion D (nats)")
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def kl_per_dim_heatmap(df: pd.DataFrame, ax: plt.Axes | None = None) -> Figure:
+    """Mean KL of each latent dimension (sorted, largest first) for each beta."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 2.8))
+    mat = (df.assign(kl=df["kl_per_dim"].map(lambda v: np.sort(np.asarray(v))[::-1]))
+           .groupby("beta")["kl"].apply(lambda s: np.mean(np.stack(list(s)), axis=0)))
+    data = pd.DataFrame(np.stack(list(mat.values)), index=[f"{b:g}" for b in mat.index])
+    sns.heatmap(data, ax=ax, cmap="mako_r", cbar_kws={"label": "KL (nats)"}, linewidths=0.3)
+    ax.set_xlabel("latent dimension (sorted by KL)")
+    ax.set_ylabel("β")
+    return ax.figure
+
+
+def lines_over_k(df: pd.DataFrame, x: str, y: str, hue: str | None = None,
+                 ax: plt.Axes | None = None, logy: bool = False) -> Figure:
+    """Mean ± std of ``y`` against a log-scaled ``x`` (e.g. the IWAE sample count)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.8))
+    sns.lineplot(data=df, x=x, y=y, hue=hue, marker="o", errorbar="sd", ax=ax)
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    return ax.figure

@@ -1,0 +1,82 @@
+"""Named profiles: how much compute each chapter spends.
+
+``smoke`` runs every code path of every chapter in about a minute on two CPU cores (CI,
+nbval); ``full`` produces the thesis numbers. Chapters read their settings from here so
+that the methodology chapter can render the hyper-parameters instead of retyping them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from mtvae.errors import check_choice
+
+
+@dataclass(frozen=True)
+class VAEStudy:
+    """Settings of Chapter 1 (VAEs on MNIST-5k)."""
+
+    latent_dim: int = 16
+    hidden: tuple[int, ...] = (512, 256)
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 300
+    patience: int = 20
+    train_size: int | None = None
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    iwae_ks: tuple[int, ...] = (1, 10, 100, 1000, 5000)
+    iwae_eval_size: int = 250
+    betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    beta_seeds: tuple[int, ...] = (0, 1, 2)
+    beta_epochs: int = 100
+    likelihood_epochs: int = 80
+    latent2d_epochs: int = 100
+    conv_epochs: int = 50
+    conv_seeds: tuple[int, ...] = (0, 1, 2)
+    conv_ks: tuple[int, ...] = (1, 100)
+    anomaly_digits: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+    anomaly_seeds: tuple[int, ...] = (0, 1, 2)
+    anomaly_epochs: int = 40
+    ppca_epochs: int = 200
+    ppca_ks: tuple[int, ...] = (1, 5, 10, 50, 100, 500, 1000, 5000)
+    ppca_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    vae: VAEStudy = field(default_factory=VAEStudy)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="every code path, tiny budgets: ~1 minute per chapter on 2 CPU cores",
+        vae=VAEStudy(
+            epochs=3, patience=2, train_size=1000, seeds=(0,), iwae_ks=(1, 10, 100),
+            iwae_eval_size=100, betas=(0.25, 1.0, 4.0), beta_seeds=(0,), beta_epochs=2,
+            likelihood_epochs=2, latent2d_epochs=2, conv_epochs=1, conv_seeds=(0,),
+            conv_ks=(1, 10), anomaly_digits=(1,),
+            anomaly_seeds=(0,), anomaly_epochs=2, ppca_epochs=20, ppca_ks=(1, 10, 100),
+            ppca_seeds=(0,),
+        ),
+    ),
+    "full": Profile(
+        name="full",
+        description="the thesis numbers: all seeds and budgets (about 25 minutes on 2 CPU cores)",
+    ),
+}
+
+
+def available() -> list[str]:
+    return sorted(PROFILES)
+
+
+def get_profile(name: str) -> Profile:
+    """A profile by name; an unknown name raises an error listing the valid ones."""
+    check_choice("profile", name, PROFILES)
+    return PROFILES[name]

@@ -1,0 +1,77 @@
+"""Where a result came from: git state, device, package versions.
+
+Used by the regeneration manifest and by the provenance note at the top of each chapter.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+from mtvae.device import device_name, resolve_device
+
+KEY_PACKAGES = ("mtvae", "torch", "numpy", "pandas", "scikit-learn", "matplotlib", "seaborn",
+                "torchjd", "papermill", "jupytext", "myst-nb", "jupyter-book", "mlxtend")
+
+
+def git_state(cwd: str | None = None) -> dict[str, object]:
+    """Current commit and whether the work tree has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              check=True, timeout=20).stdout.strip()
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": "unknown", "dirty": None}
+    return {"sha": sha, "dirty": dirty}
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in KEY_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    out["cuda"] = torch.version.cuda or "none"
+    return out
+
+
+def provenance(profile: str, device: str) -> dict[str, object]:
+    """Everything the provenance note shows, as a dict."""
+    dev = resolve_device(device)
+    return {"profile": profile, "device": dev.type, "device_name": device_name(dev),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "git": git_state(), "versions": package_versions()}
+
+
+def provenance_note(profile: str, device: str) -> str:
+    """A one-paragraph Markdown note: profile, device, date, versions and commit."""
+    p = provenance(profile, device)
+    git = p["git"]
+    sha = str(git["sha"])[:10] + (" + uncommitted changes" if git["dirty"] else "")
+    v = p["versions"]
+    return (
+        f"**Provenance.** This chapter was executed with the **{p['profile']}** profile on "
+        f"**{p['device']}** ({p['device_name']}) on {p['date']}, with mtvae {v['mtvae']}, "
+        f"torch {v['torch']} (CUDA {v['cuda']}), commit `{sha}`. "
+        "Regenerate it with `python -m mtvae regenerate --profile "
+        f"{p['profile']} --only <chapter>`."
+    )
+
+
+def manifest_tables(manifest: dict[str, object]) -> tuple[object, object]:
+    """The regeneration manifest as two DataFrames: chapters and package versions."""
+    import pandas as pd
+
+    chapters = pd.DataFrame.from_dict(manifest.get("chapters", {}), orient="index")
+    if not chapters.empty:
+        chapters["commit"] = chapters["git"].map(
+            lambda g: str(g.get("sha", "unknown"))[:10] + (" (dirty)" if g.get("dirty") else ""))
+        chapters = chapters.drop(columns=["git"]).rename_axis("chapter")
+    versions = pd.Series(manifest.get("versions", {}), name="version").rename_axis("package")
+    return chapters, versions.to_frame()

@@ -1,0 +1,281 @@
+"""Chapter 1 experiments: VAEs on MNIST-5k and a known-answer check on pPCA data.
+
+Every run goes through :func:`mtvae.results.cached_run` (one JSON record per run under
+``results/ch01-<profile>/``) and :func:`mtvae.train.fit` with a checkpoint, so re-executing
+the chapter loads instead of retraining and an interrupted execution resumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mtvae import metrics as M
+from mtvae.data import Dataset, Split, linear_gaussian_log_marginal, load, make_ppca
+from mtvae.device import resolve_device
+from mtvae.models import VAE
+from mtvae.profiles import Profile, VAEStudy, get_profile
+from mtvae.results import cache_dir, cached_run, run_id
+from mtvae.train import FitResult, fit
+
+
+@dataclass
+class Study:
+    """Shared context of the chapter's runs."""
+
+    profile: Profile
+    device: str = "auto"
+    progress: str = "auto"
+    _data: dict[tuple[Any, ...], Dataset] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def create(cls, profile: str, device: str = "auto", progress: str = "auto") -> Study:
+        return cls(get_profile(profile), device=resolve_device(device).type, progress=progress)
+
+    @property
+    def s(self) -> VAEStudy:
+        return self.profile.vae
+
+    @property
+    def grid(self) -> str:
+        return f"ch01-{self.profile.name}"
+
+    def mnist(self, binarize: str | None = "dynamic", exclude: tuple[int, ...] = ()) -> Dataset:
+        key = (binarize, exclude)
+        if key not in self._data:
+            self._data[key] = load("mnist5k", binarize=binarize, exclude=exclude,
+                                   train_size=self.s.train_size)
+        return self._data[key]
+
+    def base_config(self, **extra: Any) -> dict[str, Any]:
+        s = self.s
+        cfg = {"latent_dim": s.latent_dim, "hidden": list(s.hidden), "batch_size": s.batch_size,
+               "lr": s.lr, "epochs": s.epochs, "patience": s.patience,
+               "train_size": s.train_size, "arch": "mlp", "likelihood": "bernoulli",
+               "beta": 1.0, "binarize": "dynamic", "device": self.device}
+        return cfg | extra
+
+    def train(self, name: str, config: dict[str, Any], data: Dataset,
+              **model_kw: Any) -> tuple[VAE, FitResult]:
+        """Train (or load from its checkpoint) the VAE that ``config`` describes."""
+        model = VAE(data.x_shape, config["latent_dim"], likelihood=config["likelihood"],
+                    arch=config["arch"], hidden=tuple(config["hidden"]), beta=config["beta"],
+                    **model_kw)
+        ckpt = cache_dir() / self.grid / f"{run_id(name, config)}.pt"
+        result = fit(model, data, epochs=config["epochs"], batch_size=config["batch_size"],
+                     lr=config["lr"], patience=config["patience"], seed=config["seed"],
+                     device=self.device, checkpoint=ckpt, progress=self.progress,
+                     desc=f"{name} seed={config['seed']}")
+        return model, result
+
+    def run(self, name: str, config: dict[str, Any], compute: Any) -> dict[str, Any]:
+        return cached_run(self.grid, name, config, compute, device=self.device)
+
+
+def _fit_info(result: FitResult) -> dict[str, Any]:
+    return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "train_seconds": result.seconds, "best_val": result.best_val}
+
+
+def fixed_binarization(split: Split, seed: int) -> Split:
+    """A split with one seeded Bernoulli draw of its grey values (to score training data)."""
+    gen = torch.Generator(device=split.x.device).manual_seed(seed)
+    return Split({**split.tensors, "x": torch.bernoulli(split.x, generator=gen)})
+
+
+def head(split: Split, n: int) -> Split:
+    return split.subset(torch.arange(min(n, len(split)), device=split.x.device))
+
+
+def vae_metrics(model: VAE, data: Dataset, ks: tuple[int, ...], eval_size: int,
+                seed: int) -> dict[str, Any]:
+    """Test -ELBO, rate, distortion, IWAE-k NLLs, active units, KL per dimension."""
+    torch.manual_seed(seed)
+    dist, rate = M.elbo_parts(model, data.test)
+    sub = head(data.test, eval_size)
+    au, activity = M.active_units(model, data.test)
+    out: dict[str, Any] = {
+        "test_nelbo": float((dist + rate).mean()), "test_rate": float(rate.mean()),
+        "test_distortion": float(dist.mean()), "active_units": au,
+        "activity": activity.tolist(), "kl_per_dim": M.kl_per_dim(model, data.test).tolist(),
+        "iwae_eval_size": len(sub),
+    }
+    if data.info.get("binarize") == "dynamic":
+        train_b = fixed_binarization(data.train.subset(torch.arange(len(data.test))), seed)
+        out["train_nelbo"] = float(M.negative_elbo(model, train_b).mean())
+    out["iwae_nll"] = {str(k): float(M.iwae_nll(model, sub, k).mean()) for k in ks}
+    return out
+
+
+# -- experiments ---------------------------------------------------------------------------
+def main_runs(study: Study, arch: str = "mlp", seeds: tuple[int, ...] | None = None,
+              epochs: int | None = None, ks: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """The reference Bernoulli VAE (dynamic binarisation) over seeds: one row per seed."""
+    s = study.s
+    data = study.mnist("dynamic")
+    rows = []
+    for seed in seeds or s.seeds:
+        cfg = study.base_config(seed=seed, arch=arch, epochs=epochs or s.epochs,
+                                iwae_ks=list(ks or s.iwae_ks), iwae_eval_size=s.iwae_eval_size)
+
+        def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
+            model, res = study.train("main", cfg, data)
+            return _fit_info(res) | vae_metrics(model, data, tuple(cfg["iwae_ks"]),
+                                                cfg["iwae_eval_size"], cfg["seed"])
+
+        rec = study.run("main", cfg, compute)
+        rows.append({"arch": arch, "seed": seed, **rec["metrics"]})
+    return pd.DataFrame(rows)
+
+
+def main_model(study: Study, seed: int = 0, arch: str = "mlp", epochs: int | None = None,
+               ks: tuple[int, ...] | None = None) -> tuple[VAE, Dataset]:
+    """The trained reference model of one seed (loaded from its checkpoint)."""
+    data = study.mnist("dynamic")
+    cfg = study.base_config(seed=seed, arch=arch, epochs=epochs or study.s.epochs,
+                            iwae_ks=list(ks or study.s.iwae_ks),
+                            iwae_eval_size=study.s.iwae_eval_size)
+    model, _ = study.train("main", cfg, data)
+    return model, data
+
+
+def likelihood_models(study: Study, seed: int = 0) -> tuple[dict[str, VAE], pd.DataFrame]:
+    """Bernoulli (binarised pixels) vs Gaussian with fixed / learned scale (grey pixels)."""
+    s = study.s
+    grey = study.mnist(None)
+    models, rows = {}, []
+    for lik, binarize in (("bernoulli", "dynamic"), ("gaussian", None),
+                          ("gaussian-learned", None)):
+        data = study.mnist(binarize)
+        cfg = study.base_config(seed=seed, likelihood=lik, binarize=binarize,
+                                epochs=s.likelihood_epochs)
+        model, res = study.train("likelihood", cfg, data)
+
+        def compute(model: VAE = model, data: Dataset = data, res: FitResult = res
+                    ) -> dict[str, Any]:
+            dist, rate = M.elbo_parts(model, data.test)
+            with torch.no_grad():
+                recon = model.reconstruct(data.test.x)
+            mse = float((recon.clamp(0, 1) - grey.test.x.to(recon.device)).square().mean())
+            return _fit_info(res) | {"test_nelbo": float((dist + rate).mean()),
+                                     "test_rate": float(rate.mean()),
+                                     "recon_mse_grey": mse,
+                                     "active_units": M.active_units(model, data.test)[0]}
+
+        rec = study.run("likelihood", cfg, compute)
+        models[lik] = model
+        rows.append({"likelihood": lik, "data": binarize or "grey", **rec["metrics"]})
+    return models, pd.DataFrame(rows)
+
+
+def latent_2d_model(study: Study, seed: int = 0) -> tuple[VAE, Dataset]:
+    data = study.mnist("dynamic")
+    cfg = study.base_config(seed=seed, latent_dim=2, epochs=study.s.latent2d_epochs)
+    model, _ = study.train("latent2d", cfg, data)
+    return model, data
+
+
+def beta_sweep(study: Study) -> pd.DataFrame:
+    """beta-VAEs over betas and seeds: rate, distortion, -ELBO, active units, KL per dim."""
+    s = study.s
+    data = study.mnist("dynamic")
+    rows = []
+    for beta in s.betas:
+        for seed in s.beta_seeds:
+            cfg = study.base_config(seed=seed, beta=beta, epochs=s.beta_epochs,
+                                    patience=max(2, s.patience // 2))
+
+            def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
+                model, res = study.train("beta", cfg, data)
+                dist, rate = M.elbo_parts(model, data.test)
+                au, activity = M.active_units(model, data.test)
+                return _fit_info(res) | {
+                    "test_rate": float(rate.mean()), "test_distortion": float(dist.mean()),
+                    "test_nelbo": float((dist + rate).mean()), "active_units": au,
+                    "kl_per_dim": M.kl_per_dim(model, data.test).tolist(),
+                    "activity": activity.tolist()}
+
+            rec = study.run("beta", cfg, compute)
+            rows.append({"beta": beta, "seed": seed, **rec["metrics"]})
+    return pd.DataFrame(rows)
+
+
+def anomaly_detection(study: Study, k: int = 10) -> pd.DataFrame:
+    """Train without one digit; AUROC of the IWAE-k NLL for that digit vs the others."""
+    s = study.s
+    rows = []
+    for digit in s.anomaly_digits:
+        data = study.mnist("dynamic", exclude=(digit,))
+        for seed in s.anomaly_seeds:
+            cfg = study.base_config(seed=seed, held_out=digit, epochs=s.anomaly_epochs,
+                                    patience=max(2, s.patience // 4), score_k=k)
+
+            def compute(cfg: dict[str, Any] = cfg, data: Dataset = data,
+                        digit: int = digit) -> dict[str, Any]:
+                model, res = study.train("anomaly", cfg, data)
+                torch.manual_seed(cfg["seed"])
+                nll = M.iwae_nll(model, data.test, cfg["score_k"])
+                is_anomaly = (data.test.y == digit).cpu().numpy()
+                return _fit_info(res) | {
+                    "auroc": M.auroc(nll.numpy(), is_anomaly),
+                    "nll_anomalous": float(nll[is_anomaly].mean()),
+                    "nll_normal": float(nll[~is_anomaly].mean())}
+
+            rec = study.run("anomaly", cfg, compute)
+            rows.append({"held_out": digit, "seed": seed, **rec["metrics"]})
+    return pd.DataFrame(rows)
+
+
+def ppca_check(study: Study, data_dim: int = 20, latent_dim: int = 4, sigma: float = 0.5,
+               elbo_samples: int = 1000) -> pd.DataFrame:
+    """Known answer: ELBO <= IWAE-k <= log p(x) for a VAE with an affine Gaussian decoder.
+
+    One row per (seed, k): the averages over test points of the exact log-likelihood
+    under the trained model, the ELBO (averaged over ``elbo_samples`` draws), the IWAE-k
+    bound, and the gaps log p(x) - bound.
+    """
+    s = study.s
+    rows = []
+    for seed in s.ppca_seeds:
+        cfg = {"experiment": "ppca", "seed": seed, "data_dim": data_dim,
+               "latent_dim": latent_dim, "sigma": sigma, "hidden": [64, 64],
+               "epochs": s.ppca_epochs, "batch_size": 100, "lr": 1e-3, "patience": None,
+               "ks": list(s.ppca_ks), "elbo_samples": elbo_samples, "device": study.device}
+
+        def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
+            data, truth = make_ppca(data_dim, latent_dim, sigma, seed=cfg["seed"])
+            model = VAE((data_dim,), latent_dim, likelihood="gaussian", arch="linear",
+                        hidden=(64, 64), gaussian_scale=sigma)
+            ckpt = cache_dir() / study.grid / f"{run_id('ppca', cfg)}.pt"
+            res = fit(model, data, epochs=cfg["epochs"], batch_size=100, lr=1e-3,
+                      seed=cfg["seed"], device=study.device, checkpoint=ckpt,
+                      progress=study.progress, desc=f"ppca seed={cfg['seed']}")
+            test = data.test.to(resolve_device(study.device))
+            torch.manual_seed(cfg["seed"])
+            with torch.no_grad():
+                exact = linear_gaussian_log_marginal(
+                    test.x, model.decoder.weight, model.decoder.bias, sigma).cpu()
+                elbo = model.log_weights(test.x, elbo_samples).mean(0).cpu()
+            bounds = {str(k): M.iwae_bound(model, test, k).numpy() for k in cfg["ks"]}
+            return _fit_info(res) | {
+                "exact_log_px": float(exact.mean()),
+                "true_model_log_px": float(truth.log_prob(data.test.x).mean()),
+                "elbo": float(elbo.mean()),
+                "iwae": {k: float(v.mean()) for k, v in bounds.items()},
+                "frac_points_iwae_above_exact": {
+                    k: float(np.mean(v > exact.numpy() + 1e-4)) for k, v in bounds.items()}}
+
+        rec = study.run("ppca", cfg, compute)
+        m = rec["metrics"]
+        for k in cfg["ks"]:
+            rows.append({"seed": seed, "k": k, "exact_log_px": m["exact_log_px"],
+                         "elbo": m["elbo"], "iwae": m["iwae"][str(k)],
+                         "true_model_log_px": m["true_model_log_px"]})
+    df = pd.DataFrame(rows)
+    df["gap_iwae"] = df["exact_log_px"] - df["iwae"]
+    df["gap_elbo"] = df["exact_log_px"] - df["elbo"]
+    return df

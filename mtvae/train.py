@@ -1,0 +1,212 @@
+"""``fit``: the one training loop, free of model-specific code.
+
+It seeds everything, moves model and data to the device (``"auto"`` = CUDA when present),
+runs Adam over mini-batches, turns each batch's :class:`~mtvae.terms.Terms` into gradients
+with a combiner (``"sum"`` = the plain objective), evaluates the validation loss every
+epoch, stops early when it no longer improves, and restores the best weights. With a
+``checkpoint`` path it saves its complete state atomically after every epoch and resumes
+from it; a finished checkpoint is simply loaded (train-or-load). A non-finite loss stops
+training at once with :class:`~mtvae.errors.TrainingDivergedError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mtvae.data.base import Dataset, Split
+from mtvae.device import resolve_device, seed_everything
+from mtvae.errors import MTVAEError, TrainingDivergedError, check_positive
+from mtvae.moo import Combiner, get_combiner
+from mtvae.progress import EpochProgress
+
+
+@dataclass
+class FitResult:
+    """What a training run did: per-epoch history and the selected (best) epoch."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val: float = math.inf
+    stopped_early: bool = False
+    seconds: float = 0.0
+    device: str = "cpu"
+    resumed_from: int = 0
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self) | {"epochs_run": self.epochs_run}
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, split: Split, batch_size: int = 500) -> float:
+    """Mean of ``loss_terms(batch).total()`` over a split (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for batch in split.batches(batch_size):
+        m = len(batch["x"])
+        total += float(model.loss_terms(batch).total()) * m
+        n += m
+    model.train(was_training)
+    return total / n
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _describe(terms_values: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in terms_values.items())
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    epochs: int,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    patience: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    combiner: str | Combiner = "sum",
+    checkpoint: str | os.PathLike[str] | None = None,
+    grad_clip: float | None = None,
+    progress: str = "auto",
+    desc: str = "fit",
+) -> FitResult:
+    """Train ``model`` on ``data.train`` with early stopping on ``data.val``.
+
+    Args:
+        epochs: maximum number of passes over the training split.
+        patience: stop after this many epochs without a better validation loss
+            (``None``: never stop early; the best epoch is still restored).
+        seed: seeds parameter initialisation noise, shuffling and sampling.
+        checkpoint: file to save to / resume from (see module docstring).
+        grad_clip: clip the global gradient norm to this value.
+        progress: ``auto`` (bar interactively, log lines in batch mode), ``bar``,
+            ``log`` or ``none``.
+
+    Returns:
+        A :class:`FitResult`; ``model`` holds the best weights, on ``device``.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise MTVAEError(f"epochs must be a positive integer, got {epochs!r}")
+    check_positive("lr", lr)
+    if patience is not None and patience < 1:
+        raise MTVAEError(f"patience must be ≥ 1 or None, got {patience!r}")
+    dev = resolve_device(device)
+    comb = get_combiner(combiner)
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
+                "seed": seed, "combiner": comb.name, "grad_clip": grad_clip}
+
+    seed_everything(seed)
+    model.to(dev)
+    data = data.to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    shuffle_gen = torch.Generator().manual_seed(seed)
+    result = FitResult(device=str(dev))
+    best_state = copy.deepcopy(model.state_dict())
+    bad_epochs, start_epoch = 0, 0
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+
+    if ckpt_path is not None and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        if state["settings"] != settings:
+            raise MTVAEError(
+                f"checkpoint {ckpt_path} was written with other settings "
+                f"{state['settings']} (now {settings}); delete it or use another path"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        best_state = state["best_state"]
+        result = FitResult(**state["result"])
+        bad_epochs, start_epoch = state["bad_epochs"], state["epoch"]
+        shuffle_gen.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if dev.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], dev)
+        result.resumed_from = start_epoch
+        if state["done"]:
+            model.load_state_dict(best_state)
+            return result
+
+    bar = EpochProgress(epochs, desc, progress, initial=start_epoch)
+    started = time.perf_counter() - result.seconds
+    done = False
+    try:
+        for epoch in range(start_epoch + 1, epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            sums: dict[str, float] = {}
+            n_seen = 0
+            for step, batch in enumerate(
+                data.train.batches(batch_size, shuffle=True, generator=shuffle_gen, train=True)
+            ):
+                optimizer.zero_grad(set_to_none=True)
+                terms = model.loss_terms(batch)
+                loss = float(terms.total().detach())
+                if not math.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"training stopped: the loss became {loss} at epoch {epoch}, step {step} "
+                        f"({_describe(terms.scalars())}). Lower the learning rate (now {lr}), "
+                        "set grad_clip, or check the data for extreme values."
+                    )
+                comb.backward(terms, model)
+                if grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+                m = len(batch["x"])
+                n_seen += m
+                for k, v in {"loss": loss, **terms.scalars()}.items():
+                    sums[k] = sums.get(k, 0.0) + v * m
+            row = {"epoch": float(epoch), **{k: v / n_seen for k, v in sums.items()}}
+            row["val_loss"] = evaluate_loss(model, data.val)
+            if not math.isfinite(row["val_loss"]):
+                raise TrainingDivergedError(
+                    f"training stopped: the validation loss became {row['val_loss']} at epoch "
+                    f"{epoch}. Lower the learning rate (now {lr}) or set grad_clip."
+                )
+            row["seconds"] = time.perf_counter() - t0
+            result.history.append(row)
+            if row["val_loss"] < result.best_val:
+                result.best_val, result.best_epoch, bad_epochs = row["val_loss"], epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad_epochs += 1
+            bar.update(epoch, {"loss": row["loss"], "val": row["val_loss"]})
+            if patience is not None and bad_epochs >= patience:
+                result.stopped_early = True
+            done = result.stopped_early or epoch == epochs
+            result.seconds = time.perf_counter() - started
+            if ckpt_path is not None:
+                _atomic_save(
+                    {"settings": settings, "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "best_state": best_state,
+                     "result": asdict(result), "bad_epochs": bad_epochs, "epoch": epoch,
+                     "shuffle_rng": shuffle_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                     "done": done},
+                    ckpt_path,
+                )
+            if done:
+                break
+    finally:
+        bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
