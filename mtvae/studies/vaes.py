@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 
 from mtvae import metrics as M
 from mtvae.data import Dataset, Split, linear_gaussian_log_marginal, load, make_ppca
@@ -87,8 +88,18 @@ def fixed_binarization(split: Split, seed: int) -> Split:
     return Split({**split.tensors, "x": torch.bernoulli(split.x, generator=gen)})
 
 
-def head(split: Split, n: int) -> Split:
-    return split.subset(torch.arange(min(n, len(split)), device=split.x.device))
+def spread(split: Split, n: int, seed: int = 0) -> Split:
+    """A fixed random subset of ``n`` examples (MNIST-5k is stored sorted by class, so a
+    prefix would hold only the first digits)."""
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    return split.subset(order[: min(n, len(split))].sort().values.to(split.x.device))
+
+
+def one_per_class(split: Split, per_class: int = 1) -> Tensor:
+    """Indices of the first ``per_class`` examples of every class, class by class."""
+    y = split.y.cpu()
+    idx = [int(i) for c in y.unique() for i in (y == c).nonzero()[:per_class, 0]]
+    return torch.tensor(idx, device=split.x.device)
 
 
 def vae_metrics(model: VAE, data: Dataset, ks: tuple[int, ...], eval_size: int,
@@ -96,7 +107,7 @@ def vae_metrics(model: VAE, data: Dataset, ks: tuple[int, ...], eval_size: int,
     """Test -ELBO, rate, distortion, IWAE-k NLLs, active units, KL per dimension."""
     torch.manual_seed(seed)
     dist, rate = M.elbo_parts(model, data.test)
-    sub = head(data.test, eval_size)
+    sub = spread(data.test, eval_size)
     au, activity = M.active_units(model, data.test)
     out: dict[str, Any] = {
         "test_nelbo": float((dist + rate).mean()), "test_rate": float(rate.mean()),
@@ -105,7 +116,7 @@ def vae_metrics(model: VAE, data: Dataset, ks: tuple[int, ...], eval_size: int,
         "iwae_eval_size": len(sub),
     }
     if data.info.get("binarize") == "dynamic":
-        train_b = fixed_binarization(data.train.subset(torch.arange(len(data.test))), seed)
+        train_b = fixed_binarization(spread(data.train, len(data.test)), seed)
         out["train_nelbo"] = float(M.negative_elbo(model, train_b).mean())
     out["iwae_nll"] = {str(k): float(M.iwae_nll(model, sub, k).mean()) for k in ks}
     return out
