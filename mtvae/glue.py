@@ -40,3 +40,16 @@ def glue_pm(name: str, values: Sequence[float] | np.ndarray, fmt: str = ".1f") -
     """Glue ``"mean ± std"`` as text and the mean alone as ``<name>_mean``."""
     glue(f"{name}_mean", mean_std(values)[0])
     return str(glue(name, pm(values, fmt)))
+
+
+def glue_sentence(name: str, text: str) -> str:
+    """Glue a computed sentence as Markdown, for ``{glue:md}`name``` in running prose.
+
+    Numbers and short phrases use ``{glue:text}`` (rendered emphasised by the theme);
+    whole sentences whose wording depends on results read better as plain Markdown.
+    """
+    from IPython.display import Markdown
+    from myst_nb import glue as _glue
+
+    _glue(name, Markdown(text), display=False)
+    return text

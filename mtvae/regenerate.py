@@ -24,7 +24,7 @@ from mtvae.device import DEVICES, device_name, resolve_device
 from mtvae.errors import MTVAEError, check_choice
 from mtvae.profiles import get_profile
 from mtvae.provenance import git_state, package_versions
-from mtvae.results import write_record
+from mtvae.results import results_dir, write_record
 
 CHAPTER_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.md$")
 
@@ -83,6 +83,11 @@ def execute_chapter(chapter: Chapter, out_dir: Path, parameters: dict[str, objec
     import papermill as pm
 
     nb = jupytext.read(chapter.source)
+    if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
+        raise MTVAEError(
+            f"chapter {chapter.stem} has no cell tagged 'parameters'; add one that sets "
+            "profile, device and seed (see notebooks/01_vaes.md)"
+        )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     with tempfile.TemporaryDirectory(prefix="mtvae-regen-") as tmp:
@@ -104,6 +109,21 @@ def execute_chapter(chapter: Chapter, out_dir: Path, parameters: dict[str, objec
         out_dir.mkdir(parents=True, exist_ok=True)
         os.replace(dst, out_dir / f"{chapter.stem}.ipynb")
     return wall
+
+
+def record_compute(results: Path, chapter: Chapter, profile: str) -> dict[str, float]:
+    """Run records a chapter read (``results/chNN-<profile>/``) and the compute they took.
+
+    A re-executed chapter loads finished runs instead of repeating them, so its wall time
+    alone would hide what the numbers cost; the records keep each run's own time.
+    """
+    folder = results / f"ch{chapter.number}-{profile}"
+    seconds, count = 0.0, 0
+    for path in folder.rglob("*.json") if folder.is_dir() else ():
+        with open(path) as fh:
+            seconds += float(json.load(fh).get("timings", {}).get("seconds", 0.0))
+        count += 1
+    return {"run_records": count, "run_records_seconds": round(seconds, 1)}
 
 
 def load_manifest(path: Path) -> dict[str, object]:
@@ -146,7 +166,7 @@ def regenerate(
             "wall_seconds": round(wall, 2), "seed": seed,
             "executed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "git": git_state(),
-        }
+        } | record_compute(results_dir(), chapter, profile)
         manifest["updated_at"] = manifest["chapters"][chapter.stem]["executed_at"]
         manifest["git"] = git_state()
         manifest["versions"] = package_versions()

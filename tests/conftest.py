@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[ARTIFACTS_KEY] = {}
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     artifacts = config.stash.get(ARTIFACTS_KEY, {})
     if artifacts:
         terminalreporter.section("artifacts")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pytest

@@ -123,7 +123,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
             return
         super().do_GET()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -164,7 +164,7 @@ def browser() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _screenshot(driver, path: Path) -> None:  # noqa: ANN001
+def _screenshot(driver, path: Path) -> None:
     """Resize the window to the page height (capped) and save a PNG of it."""
     for _ in range(2):  # measure again after the resize: the layout reflows
         height, chrome = driver.execute_script(PAGE_HEIGHT)
@@ -173,7 +173,7 @@ def _screenshot(driver, path: Path) -> None:  # noqa: ANN001
     driver.set_window_size(WIDTH, 900)
 
 
-def _check_page(driver, base: str, html_dir: Path, page: Path, shots: Path) -> list[str]:  # noqa: ANN001
+def _check_page(driver, base: str, html_dir: Path, page: Path, shots: Path) -> list[str]:
     rel = page.relative_to(html_dir).as_posix()
     url = f"{base}/{quote(rel)}"
     problems: list[str] = []
@@ -210,7 +210,7 @@ def _check_page(driver, base: str, html_dir: Path, page: Path, shots: Path) -> l
 
 
 def test_every_page_renders_in_chromium(
-    browser, server: str, built_html: Path, artifacts: dict[str, Path]  # noqa: ANN001
+    browser, server: str, built_html: Path, artifacts: dict[str, Path]
 ) -> None:
     pages = sorted(p for p in built_html.rglob("*.html") if "_static" not in p.parts)
     assert pages, "the build has no HTML pages"

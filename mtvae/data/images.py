@@ -60,6 +60,8 @@ def _build(
         return Split({"x": xs, "y": yt[index]}, transform=transform)
 
     if train_size is not None:
+        if not 0 < train_size <= len(train_i):
+            raise MTVAEError(f"train_size must be in 1..{len(train_i)}, got {train_size}")
         train_i = stratified_subset(train_i, y[train_i], train_size, seed=split_seed)
     return Dataset(
         name=name,

@@ -102,7 +102,11 @@ class VAE(nn.Module):
 
     # -- objectives -----------------------------------------------------------------
     def loss_terms(self, batch: dict[str, Tensor]) -> Terms:
-        """beta-weighted negative ELBO, averaged over the batch, as :class:`Terms`."""
+        """beta-weighted negative ELBO, averaged over the batch, as :class:`Terms`.
+
+        The reconstruction is the one task; the KL is a regulariser. The shared
+        representation is the latent sample z, where every decoded task meets.
+        """
         x = batch["x"]
         loc, scale = self.encode(x)
         z = loc + scale * torch.randn_like(scale)
@@ -112,7 +116,7 @@ class VAE(nn.Module):
         return Terms(
             tasks={"x": nll},
             regularizers={"kl": self.beta * kl},
-            shared=params,
+            shared=z,
             stats={"kl": kl.detach(), "nelbo": (nll + kl).detach()},
         )
 

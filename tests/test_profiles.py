@@ -1,0 +1,22 @@
+"""Named profiles."""
+
+import dataclasses
+
+import pytest
+
+from mtvae.errors import MTVAEError
+from mtvae.profiles import available, get_profile
+
+
+def test_profiles_exist_and_smoke_is_smaller():
+    assert available() == ["full", "smoke"]
+    smoke, full = get_profile("smoke").vae, get_profile("full").vae
+    assert smoke.epochs < full.epochs and len(smoke.seeds) <= len(full.seeds)
+    assert len(full.seeds) >= 5, "thesis numbers need at least five seeds"
+    assert max(full.iwae_ks) == 5000
+    assert dataclasses.asdict(smoke).keys() == dataclasses.asdict(full).keys()
+
+
+def test_unknown_profile_lists_valid_ones():
+    with pytest.raises(MTVAEError, match="valid profiles are: full, smoke"):
+        get_profile("fast")

@@ -1,0 +1,143 @@
+"""The trainer: determinism, checkpoint/resume, early stopping and the NaN guard."""
+
+import pytest
+import torch
+from torch import nn
+
+from mtvae import metrics as M
+from mtvae.data import load
+from mtvae.errors import MTVAEError, TrainingDivergedError
+from mtvae.models import VAE
+from mtvae.terms import Terms
+from mtvae.train import fit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load("digits", binarize="dynamic", train_size=300)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return VAE((1, 8, 8), 4, hidden=(32,))
+
+
+def _metrics(model, ds):
+    torch.manual_seed(123)
+    nelbo = float(M.negative_elbo(model, ds.test).mean())
+    return nelbo, float(M.iwae_nll(model, ds.test, 5).mean())
+
+
+def test_same_seed_gives_same_metrics_on_cpu(digits):
+    runs = []
+    for _ in range(2):
+        model = _model()
+        res = fit(model, digits, epochs=3, seed=7, device="cpu", progress="none")
+        runs.append((res.history[-1]["loss"], *_metrics(model, digits)))
+    assert runs[0] == runs[1]
+    other = _model()
+    fit(other, digits, epochs=3, seed=8, device="cpu", progress="none")
+    assert _metrics(other, digits) != runs[0][1:]
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_training(digits, tmp_path):
+    kw = {"epochs": 4, "seed": 1, "device": "cpu", "progress": "none", "batch_size": 100}
+    straight = _model()
+    reference = fit(straight, digits, **kw)
+
+    class Interrupt(Exception):
+        pass
+
+    ckpt = tmp_path / "run.pt"
+    interrupted = _model()
+    original = interrupted.loss_terms
+    steps = {"n": 0}
+
+    def flaky(batch):
+        if torch.is_grad_enabled():  # training steps only (validation runs without grad)
+            steps["n"] += 1
+            if steps["n"] > 2 * 3 + 1:  # 3 batches per epoch: dies inside epoch 3
+                raise Interrupt
+        return original(batch)
+
+    interrupted.loss_terms = flaky
+    with pytest.raises(Interrupt):
+        fit(interrupted, digits, checkpoint=ckpt, **kw)
+    assert ckpt.exists()
+
+    resumed = _model(seed=42)  # different init: everything must come from the checkpoint
+    res = fit(resumed, digits, checkpoint=ckpt, **kw)
+    assert res.resumed_from == 2
+    assert [h["loss"] for h in res.history] == [h["loss"] for h in reference.history]
+    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+    # A finished checkpoint is loaded, not retrained.
+    again = _model(seed=99)
+    res2 = fit(again, digits, checkpoint=ckpt, **kw)
+    assert res2.history == res.history
+    for a, b in zip(again.state_dict().values(), straight.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_with_other_settings_is_refused(digits, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    fit(_model(), digits, epochs=1, seed=0, device="cpu", progress="none", checkpoint=ckpt)
+    with pytest.raises(MTVAEError, match="other settings"):
+        fit(_model(), digits, epochs=2, seed=0, device="cpu", progress="none", checkpoint=ckpt)
+
+
+def test_early_stopping_restores_best_epoch(digits):
+    model = _model()
+    res = fit(model, digits, epochs=200, patience=2, lr=0.05, seed=0, device="cpu",
+              progress="none")
+    assert res.stopped_early
+    assert res.epochs_run == res.best_epoch + 2
+    val = min(h["val_loss"] for h in res.history)
+    assert res.best_val == val
+
+
+class _Exploding(nn.Module):
+    """Returns a finite loss for two steps, then NaN."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+        self.calls = 0
+
+    def loss_terms(self, batch):
+        self.calls += 1
+        value = self.w.sum() * (float("nan") if self.calls > 2 else 1.0)
+        return Terms(tasks={"x": value}, regularizers={"kl": self.w.sum() * 0})
+
+
+def test_nan_loss_stops_with_a_clear_message(digits):
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 1, step 2.*"
+                                                    r"Lower the learning rate"):
+        fit(_Exploding(), digits, epochs=3, device="cpu", progress="none")
+
+
+def test_bad_training_arguments(digits):
+    with pytest.raises(MTVAEError, match="epochs must be"):
+        fit(_model(), digits, epochs=0, progress="none")
+    with pytest.raises(MTVAEError, match="valid combiners are: sum"):
+        fit(_model(), digits, epochs=1, combiner="pcgrad-typo", progress="none")
+    with pytest.raises(MTVAEError, match="valid devices are"):
+        fit(_model(), digits, epochs=1, device="tpu", progress="none")
+    if not torch.cuda.is_available():
+        with pytest.raises(MTVAEError, match="no CUDA GPU"):
+            fit(_model(), digits, epochs=1, device="cuda", progress="none")
+
+
+def test_progress_modes(digits, monkeypatch, tmp_path, capsys):
+    log = tmp_path / "train.log"
+    monkeypatch.setenv("MTVAE_BATCH", "1")
+    monkeypatch.setenv("MTVAE_LOG", str(log))
+    import logging
+
+    logging.getLogger("mtvae").handlers.clear()
+    fit(_model(), digits, epochs=2, device="cpu", desc="demo")
+    logging.getLogger("mtvae").handlers.clear()
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and "demo epoch 2/2" in lines[-1]
+    assert "it/s" not in capsys.readouterr().err
