@@ -13,8 +13,6 @@ import os
 import sys
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from mtvae.errors import check_choice
 
 MODES = ("auto", "bar", "log", "none")
@@ -46,9 +44,11 @@ class EpochProgress:
         if mode == "auto":
             mode = "log" if batch_mode() else "bar"
         self.mode, self.desc, self.total = mode, desc, total
-        self.bar = (
-            tqdm(total=total, initial=initial, desc=desc, leave=False) if mode == "bar" else None
-        )
+        self.bar = None
+        if mode == "bar":  # imported here so batch mode never loads notebook widgets
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, leave=False)
         if mode == "log":
             _configure_logger()
 

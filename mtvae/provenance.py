@@ -17,14 +17,20 @@ KEY_PACKAGES = ("mtvae", "torch", "numpy", "pandas", "scikit-learn", "matplotlib
                 "torchjd", "papermill", "jupytext", "myst-nb", "jupyter-book", "mlxtend")
 
 
+# Outputs of regeneration: changes there do not make the *code* that produced them dirty.
+GENERATED_PATHS = ("book/chapters", "results")
+
+
 def git_state(cwd: str | None = None) -> dict[str, object]:
-    """Current commit and whether the work tree has uncommitted changes."""
+    """Current commit and whether tracked files (other than generated outputs) have
+    uncommitted changes."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
                               check=True, timeout=20).stdout.strip()
     try:
         sha = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        excluded = [f":(exclude){p}" for p in GENERATED_PATHS]
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded))
     except (OSError, subprocess.SubprocessError):
         return {"sha": "unknown", "dirty": None}
     return {"sha": sha, "dirty": dirty}

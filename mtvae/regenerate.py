@@ -153,6 +153,7 @@ def regenerate(
     logs = root / ".cache" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     os.environ["MTVAE_BATCH"] = "1"
+    code_state = git_state()  # the code that runs, before any chapter output is rewritten
     for chapter in chapters:
         os.environ["MTVAE_LOG"] = str(logs / f"{chapter.stem}.log")
         print(f"[mtvae] executing {chapter.stem} (profile={profile}, device={dev.type}) ...",
@@ -165,10 +166,10 @@ def regenerate(
             "profile": profile, "device": dev.type, "device_name": device_name(dev),
             "wall_seconds": round(wall, 2), "seed": seed,
             "executed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "git": git_state(),
+            "git": code_state,
         } | record_compute(results_dir(), chapter, profile)
         manifest["updated_at"] = manifest["chapters"][chapter.stem]["executed_at"]
-        manifest["git"] = git_state()
+        manifest["git"] = code_state
         manifest["versions"] = package_versions()
         write_record(manifest_path, manifest)
     return load_manifest(manifest_path)
