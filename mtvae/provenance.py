@@ -55,7 +55,7 @@ def provenance(profile: str, device: str) -> dict[str, object]:
             "git": git_state(), "versions": package_versions()}
 
 
-def provenance_note(profile: str, device: str) -> str:
+def provenance_note(profile: str, device: str, chapter: str = "NN") -> str:
     """A one-paragraph Markdown note: profile, device, date, versions and commit."""
     p = provenance(profile, device)
     git = p["git"]
@@ -66,7 +66,7 @@ def provenance_note(profile: str, device: str) -> str:
         f"**{p['device']}** ({p['device_name']}) on {p['date']}, with mtvae {v['mtvae']}, "
         f"torch {v['torch']} (CUDA {v['cuda']}), commit `{sha}`. "
         "Regenerate it with `python -m mtvae regenerate --profile "
-        f"{p['profile']} --only <chapter>`."
+        f"{p['profile']} --only {chapter}`."
     )
 
 
