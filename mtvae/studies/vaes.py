@@ -123,6 +123,13 @@ def vae_metrics(model: VAE, data: Dataset, ks: tuple[int, ...], eval_size: int,
 
 
 # -- experiments ---------------------------------------------------------------------------
+def _main_config(study: Study, seed: int, arch: str, epochs: int | None,
+                 ks: tuple[int, ...] | None) -> dict[str, Any]:
+    s = study.s
+    return study.base_config(seed=seed, arch=arch, epochs=epochs or s.epochs,
+                             iwae_ks=list(ks or s.iwae_ks), iwae_eval_size=s.iwae_eval_size)
+
+
 def main_runs(study: Study, arch: str = "mlp", seeds: tuple[int, ...] | None = None,
               epochs: int | None = None, ks: tuple[int, ...] | None = None) -> pd.DataFrame:
     """The reference Bernoulli VAE (dynamic binarisation) over seeds: one row per seed."""
@@ -130,8 +137,7 @@ def main_runs(study: Study, arch: str = "mlp", seeds: tuple[int, ...] | None = N
     data = study.mnist("dynamic")
     rows = []
     for seed in seeds or s.seeds:
-        cfg = study.base_config(seed=seed, arch=arch, epochs=epochs or s.epochs,
-                                iwae_ks=list(ks or s.iwae_ks), iwae_eval_size=s.iwae_eval_size)
+        cfg = _main_config(study, seed, arch, epochs, ks)
 
         def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
             model, res = study.train("main", cfg, data)
@@ -147,10 +153,7 @@ def main_model(study: Study, seed: int = 0, arch: str = "mlp", epochs: int | Non
                ks: tuple[int, ...] | None = None) -> tuple[VAE, Dataset]:
     """The trained reference model of one seed (loaded from its checkpoint)."""
     data = study.mnist("dynamic")
-    cfg = study.base_config(seed=seed, arch=arch, epochs=epochs or study.s.epochs,
-                            iwae_ks=list(ks or study.s.iwae_ks),
-                            iwae_eval_size=study.s.iwae_eval_size)
-    model, _ = study.train("main", cfg, data)
+    model, _ = study.train("main", _main_config(study, seed, arch, epochs, ks), data)
     return model, data
 
 
