@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from mtvae.errors import check_choice
+import pandas as pd
+
+from mtvae.errors import MTVAEError, check_choice
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "full": Profile(
         name="full",
-        description="the thesis numbers: all seeds and budgets (about 25 minutes on 2 CPU cores)",
+        description="the thesis numbers: all seeds and budgets (about 35 minutes on 2 CPU cores)",
     ),
 }
 
@@ -80,3 +82,21 @@ def get_profile(name: str) -> Profile:
     """A profile by name; an unknown name raises an error listing the valid ones."""
     check_choice("profile", name, PROFILES)
     return PROFILES[name]
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "all"
+    if isinstance(value, tuple):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def settings_table(study: str = "vae") -> pd.DataFrame:
+    """One row per setting of a chapter's study, one column per profile (as text)."""
+    fields = {name: getattr(get_profile(name), study, None) for name in available()}
+    missing = [n for n, v in fields.items() if v is None]
+    if missing:
+        raise MTVAEError(f"profiles {missing} have no study {study!r}; valid studies: vae")
+    return pd.DataFrame({n: {k: _show(v) for k, v in asdict(f).items()}
+                         for n, f in fields.items()})

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from mtvae.errors import MTVAEError
-from mtvae.profiles import available, get_profile
+from mtvae.profiles import available, get_profile, settings_table
 
 
 def test_profiles_exist_and_smoke_is_smaller():
@@ -20,3 +20,12 @@ def test_profiles_exist_and_smoke_is_smaller():
 def test_unknown_profile_lists_valid_ones():
     with pytest.raises(MTVAEError, match="valid profiles are: full, smoke"):
         get_profile("fast")
+
+
+def test_settings_table_renders_every_setting():
+    table = settings_table("vae")
+    assert list(table.columns) == ["full", "smoke"]
+    assert table.loc["train_size", "full"] == "all"
+    assert table.loc["seeds", "full"] == "0, 1, 2, 3, 4"
+    with pytest.raises(MTVAEError, match="no study"):
+        settings_table("vqvae")
