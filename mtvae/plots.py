@@ -82,10 +82,6 @@ def latent_scatter(z: Tensor | np.ndarray, labels: Sequence[int] | np.ndarray,
     return ax.figure
 
 
-def to_numpy(t: Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
-
-
 def standard_normal_grid(n: int, quantile: float = 0.95) -> Tensor:
     """An n x n grid of 2-D points at evenly spaced standard-normal quantiles."""
     probs = torch.linspace(1 - quantile, quantile, n)

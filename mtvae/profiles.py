@@ -50,9 +50,6 @@ class Profile:
     description: str
     vae: VAEStudy = field(default_factory=VAEStudy)
 
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(

@@ -44,9 +44,6 @@ class FitResult:
     def epochs_run(self) -> int:
         return len(self.history)
 
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self) | {"epochs_run": self.epochs_run}
-
 
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, split: Split, batch_size: int = 500) -> float:
