@@ -55,13 +55,13 @@ def select(chapters: list[Chapter], only: list[str] | None) -> list[Chapter]:
     if not only:
         return chapters
     valid = {c.number for c in chapters} | {c.stem for c in chapters}
-    for item in only:
-        key = item.zfill(2) if item.isdigit() else item
+    keys = {item: item.zfill(2) if item.isdigit() else item for item in only}
+    for item, key in keys.items():
         if key not in valid:
             raise MTVAEError(f"unknown chapter {item!r}; valid chapters are: "
                              + ", ".join(c.number for c in chapters))
-    keys = {o.zfill(2) if o.isdigit() else o for o in only}
-    return [c for c in chapters if c.number in keys or c.stem in keys]
+    wanted = set(keys.values())
+    return [c for c in chapters if c.number in wanted or c.stem in wanted]
 
 
 def _mark_injected_parameters_removed(path: Path) -> None:
