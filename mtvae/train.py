@@ -24,7 +24,7 @@ from torch import nn
 from mtvae.data.base import Dataset, Split
 from mtvae.device import resolve_device, seed_everything
 from mtvae.errors import MTVAEError, TrainingDivergedError, check_positive
-from mtvae.moo import Combiner, get_combiner
+from mtvae.moo import Combiner, ConflictLog, get_combiner
 from mtvae.progress import EpochProgress
 
 
@@ -39,6 +39,7 @@ class FitResult:
     seconds: float = 0.0
     device: str = "cpu"
     resumed_from: int = 0
+    diagnostics: dict[str, object] | None = None
 
     @property
     def epochs_run(self) -> int:
@@ -85,6 +86,7 @@ def fit(
     grad_clip: float | None = None,
     progress: str = "auto",
     desc: str = "fit",
+    monitor_every: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data.train`` with early stopping on ``data.val``.
 
@@ -97,6 +99,9 @@ def fit(
         grad_clip: clip the global gradient norm to this value.
         progress: ``auto`` (bar interactively, log lines in batch mode), ``bar``,
             ``log`` or ``none``.
+        combiner: ``"sum"`` or a MOO spec (see :func:`mtvae.moo.get_combiner`).
+        monitor_every: record gradient-conflict statistics every this many steps into
+            ``FitResult.diagnostics`` (see :mod:`mtvae.moo.diagnostics`).
 
     Returns:
         A :class:`FitResult`; ``model`` holds the best weights, on ``device``.
@@ -106,6 +111,8 @@ def fit(
     check_positive("lr", lr)
     if patience is not None and patience < 1:
         raise MTVAEError(f"patience must be ≥ 1 or None, got {patience!r}")
+    if monitor_every is not None and (not isinstance(monitor_every, int) or monitor_every < 1):
+        raise MTVAEError(f"monitor_every must be a positive integer or None, got {monitor_every!r}")
     dev = resolve_device(device)
     comb = get_combiner(combiner)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
@@ -120,6 +127,7 @@ def fit(
     best_state = copy.deepcopy(model.state_dict())
     bad_epochs, start_epoch = 0, 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    log: ConflictLog | None = None
 
     if ckpt_path is not None and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
@@ -138,6 +146,8 @@ def fit(
         if dev.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], dev)
         result.resumed_from = start_epoch
+        comb.load_state_dict(state.get("combiner", {}))
+        log = state.get("conflict_log")
         if state["done"]:
             model.load_state_dict(best_state)
             return result
@@ -163,7 +173,12 @@ def fit(
                         f"({_describe(terms.scalars())}). Lower the learning rate (now {lr}), "
                         "set grad_clip, or check the data for extreme values."
                     )
-                comb.backward(terms, model)
+                observe = monitor_every is not None and step % monitor_every == 0
+                stats = comb.backward(terms, model, observe=observe)
+                if stats is not None:
+                    if log is None:
+                        log = ConflictLog(list(terms.tasks), comb.space)
+                    log.add(stats)
                 if grad_clip is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 optimizer.step()
@@ -179,6 +194,9 @@ def fit(
                     f"{epoch}. Lower the learning rate (now {lr}) or set grad_clip."
                 )
             row["seconds"] = time.perf_counter() - t0
+            if log is not None:
+                log.end_epoch(epoch)
+                result.diagnostics = log.summary()
             result.history.append(row)
             if row["val_loss"] < result.best_val:
                 result.best_val, result.best_epoch, bad_epochs = row["val_loss"], epoch, 0
@@ -197,7 +215,7 @@ def fit(
                      "result": asdict(result), "bad_epochs": bad_epochs, "epoch": epoch,
                      "shuffle_rng": shuffle_gen.get_state(), "torch_rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-                     "done": done},
+                     "combiner": comb.state_dict(), "conflict_log": log, "done": done},
                     ckpt_path,
                 )
             if done:

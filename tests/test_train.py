@@ -120,7 +120,7 @@ def test_nan_loss_stops_with_a_clear_message(digits):
 def test_bad_training_arguments(digits):
     with pytest.raises(MTVAEError, match="epochs must be"):
         fit(_model(), digits, epochs=0, progress="none")
-    with pytest.raises(MTVAEError, match="valid combiners are: sum"):
+    with pytest.raises(MTVAEError, match="valid methods are: sum, "):
         fit(_model(), digits, epochs=1, combiner="pcgrad-typo", progress="none")
     with pytest.raises(MTVAEError, match="valid devices are"):
         fit(_model(), digits, epochs=1, device="tpu", progress="none")

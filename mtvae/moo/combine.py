@@ -1,13 +1,31 @@
-"""The combiner interface and the plain ``sum`` combiner."""
+"""Combiners: how a model's :class:`~mtvae.terms.Terms` become parameter gradients.
+
+* ``sum`` — the plain objective (the vanilla ELBO): every task and regulariser summed.
+* activation space (default for a method spec, e.g. ``"pcgrad"``) — the "impartial" block
+  of Javaloy et al. (2022): take each task's gradient w.r.t. the shared representation
+  ``h = Terms.shared``, aggregate them, rescale the result to the norm of the plain summed
+  gradient (the direction changes, the magnitude does not) and back-propagate it once
+  through the shared part of the model. Regularisers (the KL) are never balanced: their
+  gradient reaches the encoder as usual, and each task's own head receives its own gradient.
+* parameter space (``"pcgrad@parameter"``) — torchjd's Jacobian descent (Quinton & Rey 2024):
+  ``mtl_backward`` stores the Jacobian of the task losses w.r.t. every shared parameter,
+  ``jac_to_grad`` aggregates it into ``.grad``.
+
+Every combiner can also report :class:`~mtvae.moo.diagnostics.GradientStats` for a step
+(``observe=True``); the trainer asks for them every few steps.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
+import torch
 from torch import nn
+from torchjd.autojac import jac_to_grad, mtl_backward
 
-from mtvae.errors import check_choice
+from mtvae.errors import MTVAEError
+from mtvae.moo.chain import Chain, Spec, method_names, parse_spec
+from mtvae.moo.diagnostics import GradientStats, gradient_stats, task_gradients
 from mtvae.terms import Terms
 
 
@@ -15,33 +33,124 @@ class Combiner(Protocol):
     """Turns the terms of one batch into gradients on the model's parameters."""
 
     name: str
+    space: str
 
-    def backward(self, terms: Terms, model: nn.Module) -> dict[str, float]:
-        """Accumulate gradients into ``.grad``; return diagnostics to log (may be empty)."""
+    def backward(self, terms: Terms, model: nn.Module, observe: bool = False
+                 ) -> GradientStats | None:
+        """Accumulate gradients into ``.grad``; with ``observe``, return this step's stats."""
         ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class SumCombiner:
     """The vanilla objective: back-propagate the sum of all tasks and regularisers."""
 
     name = "sum"
+    space = "activation"
 
-    def backward(self, terms: Terms, model: nn.Module) -> dict[str, float]:
+    def backward(self, terms: Terms, model: nn.Module, observe: bool = False
+                 ) -> GradientStats | None:
+        stats = None
+        if observe and terms.shared is not None and len(terms.tasks) > 1:
+            G = task_gradients(terms)
+            stats = gradient_stats(G, G.sum(dim=0))
         terms.total().backward()
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
 
-_COMBINERS: dict[str, Callable[[], Combiner]] = {"sum": SumCombiner}
+
+def _task_losses(terms: Terms) -> torch.Tensor:
+    if len(terms.tasks) < 2:
+        raise MTVAEError(
+            f"a MOO method needs at least two tasks to balance, but this model returns "
+            f"{len(terms.tasks)} ({', '.join(terms.tasks) or 'none'}); use 'sum'"
+        )
+    return torch.stack([t.detach() for t in terms.tasks.values()])
+
+
+class _ChainCombiner:
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.space = spec.space
+        self.chain = Chain(spec)
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.chain.state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = state  # restored on the first step, when sizes and device are known
+
+    def _restore(self, n_tasks: int, device: torch.device) -> None:
+        if self._pending:
+            self.chain.load_state(self._pending, n_tasks, device)
+        self._pending = None
+
+
+class ActivationCombiner(_ChainCombiner):
+    """Aggregate per-task gradients at the shared representation; keep the plain norm."""
+
+    def backward(self, terms: Terms, model: nn.Module, observe: bool = False
+                 ) -> GradientStats | None:
+        losses = _task_losses(terms)
+        h = terms.shared
+        G = task_gradients(terms)
+        self._restore(len(G), G.device)
+        plain = G.sum(dim=0)
+        self.chain.losses, self.chain.record = losses, observe
+        update = self.chain(G)
+        update = update * (plain.norm() / update.norm().clamp_min(1e-12))
+        assert h is not None
+        torch.autograd.backward(
+            [terms.total(), h], [torch.ones_like(terms.total()), (update - plain).view_as(h)]
+        )
+        return self.chain.last
+
+
+class ParameterCombiner(_ChainCombiner):
+    """Jacobian descent over the shared parameters with torchjd."""
+
+    def backward(self, terms: Terms, model: nn.Module, observe: bool = False
+                 ) -> GradientStats | None:
+        losses = _task_losses(terms)
+        h = terms.shared
+        if h is None:
+            raise MTVAEError(
+                "parameter-space MOO needs Terms.shared (the representation that separates "
+                "shared from task-specific parameters); this model returns none"
+            )
+        self._restore(len(losses), h.device)
+        if terms.regularizers:
+            torch.stack(list(terms.regularizers.values())).sum().backward(retain_graph=True)
+        mtl_backward(list(terms.tasks.values()), features=h)
+        shared = [p for p in model.parameters() if getattr(p, "jac", None) is not None]
+        self.chain.losses, self.chain.record = losses, observe
+        jac_to_grad(shared, self.chain)
+        return self.chain.last
 
 
 def available() -> list[str]:
-    """Names accepted by :func:`get_combiner`."""
-    return sorted(_COMBINERS)
+    """Every method name accepted by :func:`get_combiner` (chain them with ``+``)."""
+    return ["sum", *method_names()]
 
 
 def get_combiner(name: str | Combiner) -> Combiner:
-    """A combiner by name (or pass an instance through); unknown names list the valid ones."""
+    """A combiner from a spec such as ``"sum"``, ``"mgda"``, ``"gradnorm+pcgrad@parameter"``.
+
+    An instance is passed through; unknown names raise an error that lists the valid ones.
+    """
     if not isinstance(name, str):
         return name
-    check_choice("combiner", name, _COMBINERS)
-    return _COMBINERS[name]()
+    if name.strip().lower() == "sum":
+        return SumCombiner()
+    spec = parse_spec(name)
+    return ActivationCombiner(spec) if spec.space == "activation" else ParameterCombiner(spec)
