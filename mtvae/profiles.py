@@ -45,10 +45,33 @@ class VAEStudy:
 
 
 @dataclass(frozen=True)
+class HeteroStudy:
+    """Settings of Chapter 3, part 1 (heterogeneous VAEs trained with MOO)."""
+
+    datasets: tuple[str, ...] = ("wine", "boston", "breast_cancer", "hi", "rwm5yr", "diamonds")
+    max_rows: int | None = 3000
+    missing_rate: float = 0.2
+    methods: tuple[str, ...] = ("sum", "mgda", "pcgrad", "imtl-g", "upgrad", "gradnorm-grad",
+                                "gradnorm+pcgrad")
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    hidden: int = 100
+    depth: int = 3
+    batch_size: int = 256
+    lr: float = 1e-3
+    steps: int = 1500
+    patience_steps: int = 300
+    monitor_every: int = 10
+    conflict_dataset: str = "hi"
+    space_methods: tuple[str, ...] = ("upgrad", "upgrad@parameter")
+    space_datasets: tuple[str, ...] = ("wine",)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     vae: VAEStudy = field(default_factory=VAEStudy)
+    hetero: HeteroStudy = field(default_factory=HeteroStudy)
 
 
 PROFILES: dict[str, Profile] = {
@@ -62,6 +85,11 @@ PROFILES: dict[str, Profile] = {
             conv_ks=(1, 10), anomaly_digits=(1,),
             anomaly_seeds=(0,), anomaly_epochs=2, ppca_epochs=20, ppca_ks=(1, 10, 100),
             ppca_seeds=(0,),
+        ),
+        hetero=HeteroStudy(
+            datasets=("wine", "hi"), max_rows=600, methods=("sum", "pcgrad", "gradnorm+pcgrad"),
+            seeds=(0,), steps=40, patience_steps=40, monitor_every=2,
+            space_methods=("upgrad", "upgrad@parameter"), space_datasets=("wine",),
         ),
     ),
     "full": Profile(
@@ -94,6 +122,6 @@ def settings_table(study: str = "vae") -> pd.DataFrame:
     fields = {name: getattr(get_profile(name), study, None) for name in available()}
     missing = [n for n, v in fields.items() if v is None]
     if missing:
-        raise MTVAEError(f"profiles {missing} have no study {study!r}; valid studies: vae")
+        raise MTVAEError(f"profiles {missing} have no study {study!r}; valid studies: vae, hetero")
     return pd.DataFrame({n: {k: _show(v) for k, v in asdict(f).items()}
                          for n, f in fields.items()})
