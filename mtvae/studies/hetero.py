@@ -185,6 +185,7 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
             "mean_error": m["mean_error"], "numerical_error": m["numerical_error"],
             "nominal_error": m["nominal_error"], "errors": m["errors"],
             "test_nelbo": m.get("test_nelbo"), "ms_per_step": m.get("ms_per_step"),
+            "loglik": m.get("loglik"),
             "epochs_run": m.get("epochs_run"), "diagnostics": m.get("diagnostics")}
 
 
@@ -194,6 +195,12 @@ def per_feature(runs: pd.DataFrame) -> pd.DataFrame:
              "error": e} for r in runs.itertuples() for f, e in r.errors.items()
             if e is not None]
     return pd.DataFrame(rows)
+
+
+def mean_loglik(runs: pd.DataFrame) -> pd.Series:
+    """Per run: the test log-likelihood of the missing cells averaged over features."""
+    return runs.loglik.apply(lambda d: float(np.nanmean([v for v in d.values() if v is not None]))
+                             if isinstance(d, dict) else np.nan)
 
 
 def summary_table(runs: pd.DataFrame, metric: str = "mean_error") -> pd.DataFrame:
