@@ -227,8 +227,9 @@ def overlooked_features(runs: pd.DataFrame, threshold: float = 0.95) -> pd.DataF
     pf = per_feature(runs)
     base = pf[pf.method == "mean imputation"].set_index(["dataset", "seed", "feature"]).error
     pf = pf[pf.method != "mean imputation"].copy()
-    pf["ratio"] = pf.error.to_numpy() / base.reindex(
-        pd.MultiIndex.from_frame(pf[["dataset", "seed", "feature"]])).to_numpy()
+    ref = base.reindex(pd.MultiIndex.from_frame(pf[["dataset", "seed", "feature"]])).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0: both perfect -> undefined
+        pf["ratio"] = np.where(ref > 0, pf.error.to_numpy() / ref, np.nan)
     mean_ratio = pf.groupby(["dataset", "method", "feature"]).ratio.mean().reset_index()
     mean_ratio["overlooked"] = mean_ratio.ratio >= threshold
     return mean_ratio
