@@ -269,3 +269,18 @@ def test_task_inputs_fast_path_equals_one_backward_per_task():
     terms.task_inputs = None
     slow = task_gradients(terms)
     torch.testing.assert_close(fast, slow)
+
+
+def test_weighting_options_in_a_spec():
+    comb = get_combiner("gradnorm[alpha=0.5,lr=0.01]+pcgrad")
+    assert comb.name == "gradnorm[alpha=0.5,lr=0.01]+pcgrad"
+    gn = comb.chain.weightings[0]
+    assert isinstance(gn, GradNorm) and gn.alpha == 0.5 and gn.lr == 0.01
+    with pytest.raises(MTVAEError, match=r"has no option 'beta'.*valid options are: alpha, lr"):
+        get_combiner("gradnorm[beta=1]")
+    with pytest.raises(MTVAEError, match="must be a number"):
+        get_combiner("gradnorm[alpha=big]")
+    with pytest.raises(MTVAEError, match="only the weightings take options"):
+        get_combiner("pcgrad[c=1]")
+    with pytest.raises(MTVAEError, match="GradNorm alpha must be a number"):
+        get_combiner("gradnorm[alpha=-1]")
