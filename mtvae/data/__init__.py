@@ -7,22 +7,13 @@ Images (MNIST-5k, digits), a linear-Gaussian toy (ppca) and eight heterogeneous 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from mtvae.data.base import Batch, Dataset, Split
 from mtvae.data.images import load_digits, load_mnist5k
 from mtvae.data.ppca import PPCAModel, linear_gaussian_log_marginal, make_ppca
 from mtvae.data.schema import FEATURE_TYPES, Feature, Schema
-from mtvae.data.tables import (
-    load_boston,
-    load_breast_cancer,
-    load_diamonds,
-    load_hi,
-    load_labour,
-    load_movies,
-    load_rwm5yr,
-    load_table,
-    load_wine,
-)
+from mtvae.data.tables import TABLES, load_table
 from mtvae.data.tabular import (
     TabularScaler,
     available_tables,
@@ -36,14 +27,7 @@ _REGISTRY: dict[str, Callable[..., Dataset]] = {
     "mnist5k": load_mnist5k,
     "digits": load_digits,
     "ppca": lambda **kw: make_ppca(**kw)[0],
-    "diamonds": load_diamonds,
-    "hi": load_hi,
-    "rwm5yr": load_rwm5yr,
-    "labour": load_labour,
-    "movies": load_movies,
-    "boston": load_boston,
-    "wine": load_wine,
-    "breast_cancer": load_breast_cancer,
+    **{name: partial(load_table, name) for name in TABLES},
 }
 
 
@@ -73,17 +57,9 @@ __all__ = [
     "from_frame",
     "linear_gaussian_log_marginal",
     "load",
-    "load_boston",
-    "load_breast_cancer",
-    "load_diamonds",
     "load_digits",
-    "load_hi",
-    "load_labour",
     "load_mnist5k",
-    "load_movies",
-    "load_rwm5yr",
     "load_table",
-    "load_wine",
     "make_ppca",
     "mcar_mask",
 ]
