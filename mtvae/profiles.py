@@ -79,11 +79,33 @@ class VQStudy:
 
 
 @dataclass(frozen=True)
+class HeteroStudy:
+    """Settings of Chapter 3, part 1 (heterogeneous VAEs trained with MOO)."""
+
+    datasets: tuple[str, ...] = ("wine", "boston", "breast_cancer", "hi", "rwm5yr")
+    max_rows: int | None = 3000
+    missing_rate: float = 0.2
+    methods: tuple[str, ...] = ("sum", "mgda", "pcgrad", "imtl-g", "upgrad", "gradnorm+pcgrad")
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    hidden: int = 100
+    depth: int = 3
+    batch_size: int = 256
+    lr: float = 1e-3
+    steps: int = 1000
+    patience_steps: int = 250
+    monitor_every: int = 10
+    conflict_dataset: str = "hi"
+    space_methods: tuple[str, ...] = ("upgrad", "upgrad@parameter")
+    space_datasets: tuple[str, ...] = ("wine",)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     vae: VAEStudy = field(default_factory=VAEStudy)
     vq: VQStudy = field(default_factory=VQStudy)
+    hetero: HeteroStudy = field(default_factory=HeteroStudy)
 
 
 PROFILES: dict[str, Profile] = {
@@ -102,6 +124,11 @@ PROFILES: dict[str, Profile] = {
             epochs=2, patience=2, train_size=1000, seeds=(0,), sizes=(16, 64),
             ablation_epochs=1, ablation_seeds=(0,), prior_epochs=2, n_samples=100,
             classifier_epochs=1, mt_seeds=(0,), mt_epochs=1,
+        ),
+        hetero=HeteroStudy(
+            datasets=("wine", "hi"), max_rows=600, methods=("sum", "pcgrad", "gradnorm+pcgrad"),
+            seeds=(0,), steps=40, patience_steps=40, monitor_every=2,
+            space_methods=("upgrad", "upgrad@parameter"), space_datasets=("wine",),
         ),
     ),
     "full": Profile(

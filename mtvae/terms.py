@@ -26,12 +26,17 @@ class Terms:
         shared: the tensor where per-task gradients meet (the decoder trunk's output);
             ``None`` when the model has no meaningful shared representation.
         stats: detached quantities to log (unweighted KL, rate, ...).
+        task_inputs: optional per-task aliases of ``shared`` (e.g. ``shared.view_as(shared)``,
+            one per task, in task order) such that task ``i`` reads ``shared`` only through
+            ``task_inputs[i]``. Combiners then get every per-task gradient w.r.t. the
+            shared representation from one backward pass instead of one per task.
     """
 
     tasks: dict[str, Tensor]
     regularizers: dict[str, Tensor] = field(default_factory=dict)
     shared: Tensor | None = None
     stats: dict[str, Tensor] = field(default_factory=dict)
+    task_inputs: list[Tensor] | None = None
 
     def total(self) -> Tensor:
         """The plain objective: sum of every task loss and every regulariser."""

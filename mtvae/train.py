@@ -87,6 +87,7 @@ def fit(
     progress: str = "auto",
     desc: str = "fit",
     monitor_every: int | None = None,
+    checkpoint_every: float = 0.0,
 ) -> FitResult:
     """Train ``model`` on ``data.train`` with early stopping on ``data.val``.
 
@@ -100,6 +101,9 @@ def fit(
         progress: ``auto`` (bar interactively, log lines in batch mode), ``bar``,
             ``log`` or ``none``.
         combiner: ``"sum"`` or a MOO spec (see :func:`mtvae.moo.get_combiner`).
+        checkpoint_every: save the checkpoint at most every this many seconds (and always
+            at the end); 0 saves after every epoch. Tiny tables run thousands of short
+            epochs, where saving every epoch would dominate the run time.
         monitor_every: record gradient-conflict statistics every this many steps into
             ``FitResult.diagnostics`` (see :mod:`mtvae.moo.diagnostics`).
 
@@ -128,6 +132,7 @@ def fit(
     bad_epochs, start_epoch = 0, 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     log: ConflictLog | None = None
+    last_save = time.perf_counter()
 
     if ckpt_path is not None and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
@@ -208,7 +213,10 @@ def fit(
                 result.stopped_early = True
             done = result.stopped_early or epoch == epochs
             result.seconds = time.perf_counter() - started
-            if ckpt_path is not None:
+            if ckpt_path is not None and (
+                done or time.perf_counter() - last_save >= checkpoint_every
+            ):
+                last_save = time.perf_counter()
                 _atomic_save(
                     {"settings": settings, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "best_state": best_state,

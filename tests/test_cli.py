@@ -125,3 +125,24 @@ def test_regenerate_executes_chapters_and_writes_manifest(tmp_path):
                        "--output-dir", str(out), cwd=tmp_path)
     assert noparams.returncode == 2
     assert "has no cell tagged 'parameters'" in noparams.stderr
+
+
+def test_bench_moo_prints_json_rows():
+    out = run_cli("bench", "moo", "--quick", "--json", "--device", "cpu",
+                  "--methods", "pcgrad", "gradnorm")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert {(r["method"], r["space"]) for r in rows} == {
+        ("sum", "-"), ("pcgrad", "activation"), ("gradnorm", "activation"),
+        ("pcgrad", "parameter"), ("gradnorm", "parameter")}
+    for r in rows:
+        assert set(r) >= {"method", "space", "device", "step_ms", "ratio_to_sum"}
+        assert r["step_ms"] > 0 and r["tasks"] >= 10 and r["batch"] == 256
+    assert next(r for r in rows if r["method"] == "sum")["ratio_to_sum"] == 1.0
+
+
+def test_bench_moo_unknown_method_is_one_line():
+    out = run_cli("bench", "moo", "--quick", "--methods", "pcgard")
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("mtvae: error: unknown MOO method 'pcgard'")
+    assert "Traceback" not in out.stderr

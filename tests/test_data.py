@@ -74,7 +74,7 @@ def test_exclude_removes_a_class_from_train_and_val_only():
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(MTVAEError, match="valid datasets are: digits, mnist5k, ppca"):
+    with pytest.raises(MTVAEError, match="valid datasets are: boston, breast_cancer, diamonds"):
         data.load("mnist")
 
 

@@ -252,3 +252,35 @@ def test_chained_combiner_resumes_exactly(tmp_path):
     assert res.resumed_from == 1
     assert [h["loss"] for h in res.history] == [h["loss"] for h in ref.history]
     assert res.diagnostics == ref.diagnostics
+
+
+def test_task_inputs_fast_path_equals_one_backward_per_task():
+    from mtvae.models.hetero import HeteroVAE
+    from mtvae.moo.diagnostics import task_gradients
+
+    torch.manual_seed(0)
+    model = HeteroVAE({"a": "real", "b": "cat(3)", "c": "count", "d": "bin"}, hidden=16)
+    batch = {"x": torch.stack([torch.randn(32), torch.randint(0, 3, (32,)).float(),
+                               torch.randint(0, 5, (32,)).float(),
+                               torch.randint(0, 2, (32,)).float()], dim=1),
+             "mask": (torch.rand(32, 4) > 0.2).float()}
+    terms = model.loss_terms(batch)
+    fast = task_gradients(terms)
+    terms.task_inputs = None
+    slow = task_gradients(terms)
+    torch.testing.assert_close(fast, slow)
+
+
+def test_weighting_options_in_a_spec():
+    comb = get_combiner("gradnorm[alpha=0.5,lr=0.01]+pcgrad")
+    assert comb.name == "gradnorm[alpha=0.5,lr=0.01]+pcgrad"
+    gn = comb.chain.weightings[0]
+    assert isinstance(gn, GradNorm) and gn.alpha == 0.5 and gn.lr == 0.01
+    with pytest.raises(MTVAEError, match=r"has no option 'beta'.*valid options are: alpha, lr"):
+        get_combiner("gradnorm[beta=1]")
+    with pytest.raises(MTVAEError, match="must be a number"):
+        get_combiner("gradnorm[alpha=big]")
+    with pytest.raises(MTVAEError, match="only the weightings take options"):
+        get_combiner("pcgrad[c=1]")
+    with pytest.raises(MTVAEError, match="GradNorm alpha must be a number"):
+        get_combiner("gradnorm[alpha=-1]")

@@ -28,4 +28,13 @@ def test_settings_table_renders_every_setting():
     assert table.loc["train_size", "full"] == "all"
     assert table.loc["seeds", "full"] == "0, 1, 2, 3, 4"
     with pytest.raises(MTVAEError, match="no study"):
-        settings_table("vqvae")
+        settings_table("nosuchstudy")
+
+
+def test_hetero_study_settings():
+    smoke, full = get_profile("smoke").hetero, get_profile("full").hetero
+    assert len(full.seeds) >= 5 and "sum" in full.methods and "sum" in smoke.methods
+    assert smoke.steps < full.steps and len(full.datasets) >= 5
+    assert full.conflict_dataset in full.datasets
+    table = settings_table("hetero")
+    assert table.loc["seeds", "full"] == "0, 1, 2, 3, 4"

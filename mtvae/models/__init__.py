@@ -2,8 +2,9 @@
 
 from mtvae.models.capacity import CapacityVAE
 from mtvae.models.classifier import Classifier
+from mtvae.models.hetero import HeteroVAE
 from mtvae.models.prior import CodePrior
 from mtvae.models.vae import VAE
 from mtvae.models.vqvae import VQVAE
 
-__all__ = ["VAE", "VQVAE", "CapacityVAE", "Classifier", "CodePrior"]
+__all__ = ["VAE", "VQVAE", "CapacityVAE", "Classifier", "CodePrior", "HeteroVAE"]

@@ -1,7 +1,8 @@
 """Method specs such as ``"gradnorm+pcgrad@parameter"`` and the aggregator they denote.
 
 A spec is a ``+``-separated chain of zero or more task *weightings* (GradNorm, NSGD,
-uncertainty weighting) followed by at most one *aggregator* from torchjd, optionally
+uncertainty weighting; options in brackets, e.g. ``gradnorm[alpha=0.5]``) followed by at
+most one *aggregator* from torchjd, optionally
 suffixed with the space where it acts: ``@activation`` (default; the gradients w.r.t. the
 shared representation, as in Javaloy et al. 2022) or ``@parameter`` (the Jacobian w.r.t.
 the shared parameters, torchjd's ``mtl_backward`` + ``jac_to_grad``). Without an aggregator
@@ -20,7 +21,7 @@ from torchjd import aggregation as A
 from mtvae.errors import MTVAEError
 from mtvae.moo.diagnostics import GradientStats, gradient_stats
 from mtvae.moo.methods import AGGREGATORS
-from mtvae.moo.weighting import WEIGHTINGS, Weighting
+from mtvae.moo.weighting import OPTIONS, WEIGHTINGS, Weighting
 
 SPACES = ("activation", "parameter")
 
@@ -47,6 +48,38 @@ def method_names() -> list[str]:
     return sorted([*AGGREGATORS, *WEIGHTINGS])
 
 
+def _split_options(step: str, spec: str) -> tuple[str, dict[str, float]]:
+    """``"gradnorm[alpha=0.5]"`` -> ``("gradnorm", {"alpha": 0.5})``, validated."""
+    name, bracket, rest = step.partition("[")
+    if not bracket:
+        return step, {}
+    if not rest.endswith("]") or name not in OPTIONS:
+        allowed = "; ".join(f"{k}: {', '.join(v) or 'none'}" for k, v in OPTIONS.items())
+        raise MTVAEError(
+            f"bad options {step!r} in {spec!r}: only the weightings take options, written "
+            f"like 'gradnorm[alpha=0.5,lr=0.01]' ({allowed})"
+        )
+    options: dict[str, float] = {}
+    for item in filter(None, rest[:-1].split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in OPTIONS[name]:
+            raise MTVAEError(f"{name!r} has no option {key!r} (in {spec!r}); valid options "
+                             f"are: {', '.join(OPTIONS[name]) or 'none'}")
+        try:
+            options[key] = float(value)
+        except ValueError:
+            raise MTVAEError(f"option {key!r} of {name!r} must be a number, got {value!r} "
+                             f"(in {spec!r})") from None
+    return name, options
+
+
+def build_weighting(step: str, spec: str = "") -> Weighting:
+    """The weighting a chain step denotes, with its options."""
+    name, options = _split_options(step, spec or step)
+    return WEIGHTINGS[name][0](**options)
+
+
 def parse_spec(spec: str) -> Spec:
     """Parse and validate ``"[weighting+...][aggregator][@space]"``."""
     if not isinstance(spec, str) or not spec.strip():
@@ -59,7 +92,7 @@ def parse_spec(spec: str) -> Spec:
     steps = [s.strip() for s in text.split("+")]
     valid = method_names()
     for step in steps:
-        if step not in valid:
+        if _split_options(step, spec)[0] not in valid:
             raise MTVAEError(
                 f"unknown MOO method {step!r} in {spec!r}; valid methods are: sum, "
                 f"{', '.join(valid)} (chain them with '+', e.g. 'gradnorm+pcgrad')"
@@ -74,6 +107,8 @@ def parse_spec(spec: str) -> Spec:
             )
     aggregator = last if last in AGGREGATORS else None
     weightings = tuple(head if aggregator else steps)
+    for step in weightings:
+        build_weighting(step, spec)  # validates the options' values too
     return Spec(weightings, aggregator, space)
 
 
@@ -87,7 +122,7 @@ class Chain(A.Aggregator):
     def __init__(self, spec: Spec) -> None:
         super().__init__()
         self.spec = spec
-        self.weightings: list[Weighting] = [WEIGHTINGS[w][0]() for w in spec.weightings]
+        self.weightings: list[Weighting] = [build_weighting(w) for w in spec.weightings]
         self.final: A.Aggregator | None = None
         self.losses: Tensor | None = None
         self.record = False

@@ -131,7 +131,8 @@ class ParameterCombiner(_ChainCombiner):
         self._restore(len(losses), h.device)
         if terms.regularizers:
             torch.stack(list(terms.regularizers.values())).sum().backward(retain_graph=True)
-        mtl_backward(list(terms.tasks.values()), features=h)
+        # retain_graph: task losses may share nodes after h (e.g. columns of one tensor)
+        mtl_backward(list(terms.tasks.values()), features=h, retain_graph=True)
         shared = [p for p in model.parameters() if getattr(p, "jac", None) is not None]
         self.chain.losses, self.chain.record = losses, observe
         jac_to_grad(shared, self.chain)

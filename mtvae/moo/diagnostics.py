@@ -55,7 +55,8 @@ def gradient_stats(G: Tensor, update: Tensor, weights: Tensor | None = None) -> 
 def task_gradients(terms: Terms) -> Tensor:
     """Per-task gradients w.r.t. ``terms.shared``, flattened: ``[T, numel(shared)]``.
 
-    The graph is retained so that the combiner can back-propagate afterwards.
+    With ``terms.task_inputs`` this takes one backward pass through the heads; otherwise one
+    per task. The graph is retained so that the combiner can back-propagate afterwards.
     """
     h = terms.shared
     if h is None or not h.requires_grad:
@@ -65,6 +66,14 @@ def task_gradients(terms: Terms) -> Tensor:
             "method ('<name>@parameter') or the plain 'sum'"
         )
     losses = list(terms.tasks.values())
+    if terms.task_inputs is not None:
+        if len(terms.task_inputs) != len(losses):
+            raise MTVAEError(f"Terms.task_inputs has {len(terms.task_inputs)} entries for "
+                             f"{len(losses)} tasks; give one alias of 'shared' per task")
+        grads = torch.autograd.grad(torch.stack(losses).sum(), terms.task_inputs,
+                                    retain_graph=True, allow_unused=True)
+        return torch.stack([torch.zeros_like(h).reshape(-1) if g is None else g.reshape(-1)
+                            for g in grads])
     rows = []
     for loss in losses:
         (g,) = torch.autograd.grad(loss, h, retain_graph=True, allow_unused=True)

@@ -153,8 +153,17 @@ class Uncertainty(Weighting):
 
 
 WEIGHTINGS = {
-    "gradnorm": (lambda: GradNorm(progress="loss"), "chen2018gradnorm"),
-    "gradnorm-grad": (lambda: GradNorm(progress="grad"), "javaloy2022mitigating"),
-    "nsgd": (NSGD, "javaloy2022mitigating"),
-    "uncertainty": (Uncertainty, "kendall2018uncertainty"),
+    "gradnorm": (lambda **kw: GradNorm(progress="loss", **kw), "chen2018gradnorm",
+                 "learns weights equalising weighted gradient norms by training rate (losses)"),
+    "gradnorm-grad": (lambda **kw: GradNorm(progress="grad", **kw), "javaloy2022mitigating",
+                      "GradNorm with training rates measured by gradient norms"),
+    "nsgd": (NSGD, "javaloy2022mitigating", "every task gradient scaled to unit norm"),
+    "uncertainty": (Uncertainty, "kendall2018uncertainty",
+                    "weights exp(-s)/2 with a learned log-variance s per task"),
+}
+
+#: Options a weighting accepts in a spec, e.g. ``"gradnorm[alpha=0.5,lr=0.01]"``.
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "gradnorm": ("alpha", "lr"), "gradnorm-grad": ("alpha", "lr"), "nsgd": (),
+    "uncertainty": ("lr",),
 }
