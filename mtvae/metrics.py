@@ -6,7 +6,9 @@
   negation estimates the NLL -log p(x) from above and tightens as k grows;
 * KL per latent dimension and active units: dimension d is active when
   Var_x(E_q[z_d | x]) > 0.01 (Burda et al. 2016);
-* AUROC of an anomaly score.
+* AUROC of an anomaly score;
+* codebook usage of a VQ-VAE over an epoch, and classifier-based scores of generated
+  images (confidence and class-entropy diversity).
 
 Everything is evaluated in mini-batches under ``torch.no_grad`` and returned as CPU
 tensors or plain floats.
@@ -121,3 +123,42 @@ def mean_std(values: list[float] | np.ndarray) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value) as plain floats."""
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+# -- discrete latents and generated images (Chapter 2) ------------------------------------
+@torch.no_grad()
+def codebook_usage(model: nn.Module, split: Split, num_codes: int, batch_size: int = 500,
+                   seed: int = 0, transform: bool = True) -> dict[str, float | list[int]]:
+    """How a VQ-VAE uses its codes over one pass through ``split`` (eval mode).
+
+    With ``transform`` the split's training transform (dynamic binarisation) is applied, so
+    a pass over the training split is exactly one epoch as training sees it. Returns the
+    fraction of codes used at least once, their number, the perplexity exp(H) of the code
+    frequencies over the whole pass, and the counts.
+    """
+    _eval_mode(model)
+    gen = torch.Generator(device=split.x.device).manual_seed(seed)
+    counts = torch.zeros(num_codes, dtype=torch.long)
+    for batch in split.batches(batch_size, train=transform, generator=gen):
+        idx = model.codes(batch["x"]).reshape(-1).cpu()
+        counts += torch.bincount(idx, minlength=num_codes)
+    p = counts.double() / counts.sum()
+    entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+    used = int((counts > 0).sum())
+    return {"fraction_used": used / num_codes, "codes_used": used,
+            "perplexity": math.exp(entropy), "counts": counts.tolist()}
+
+
+def class_scores(probs: Tensor) -> dict[str, float | list[float]]:
+    """Classifier verdicts on a set of images (rows of class probabilities ``[N, C]``).
+
+    ``confidence``: mean top-class probability (recognisability); ``class_entropy_bits``:
+    entropy of the average class distribution in bits (diversity; log2 C at most);
+    ``class_freq``: the average class distribution itself.
+    """
+    if probs.dim() != 2 or len(probs) == 0:
+        raise MTVAEError(f"expected class probabilities [N, C], got shape {tuple(probs.shape)}")
+    mean = probs.double().mean(0)
+    entropy = float(-(mean[mean > 0] * mean[mean > 0].log2()).sum())
+    return {"confidence": float(probs.max(1).values.double().mean()),
+            "class_entropy_bits": entropy, "class_freq": mean.tolist()}

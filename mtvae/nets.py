@@ -1,4 +1,5 @@
-"""Building blocks: MLPs and a small convolutional encoder/decoder for 28x28 images."""
+"""Building blocks: MLPs, a small convolutional encoder/decoder for 28x28 images, and its
+spatial variant that keeps a 7x7 grid of code vectors (for VQ-VAEs)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,47 @@ class ConvDecoder(nn.Module):
             nn.Linear(256, 2 * c * 7 * 7),
             nn.ReLU(),
             nn.Unflatten(1, (2 * c, 7, 7)),
+            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(c, out_channels, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class GridEncoder(nn.Module):
+    """[B, C, 28, 28] -> [B, out_channels, 7, 7]: a spatial code grid (VQ-VAE encoder)."""
+
+    def __init__(self, shape: tuple[int, ...], out_channels: int, channels: int = 32) -> None:
+        super().__init__()
+        _check_28(shape)
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(shape[0], c, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * c, 2 * c, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * c, out_channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class GridDecoder(nn.Module):
+    """[B, in_channels, 7, 7] -> [B, out_channels, 28, 28], mirroring :class:`GridEncoder`."""
+
+    def __init__(self, in_channels: int, shape: tuple[int, ...], out_channels: int,
+                 channels: int = 32) -> None:
+        super().__init__()
+        _check_28(shape)
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 2 * c, 3, padding=1),
+            nn.ReLU(),
             nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1),
             nn.ReLU(),
             nn.ConvTranspose2d(c, out_channels, 4, stride=2, padding=1),

@@ -135,3 +135,35 @@ def lines_over_k(df: pd.DataFrame, x: str, y: str, hue: str | None = None,
     if logy:
         ax.set_yscale("log")
     return ax.figure
+
+
+def usage_vs_size(df: pd.DataFrame, hue: str = "remedy", ax: plt.Axes | None = None) -> Figure:
+    """Share of codes used over an epoch (%) against codebook size, mean ± sd over seeds."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.8, 3.9))
+    data = df.assign(percent=100 * df["fraction_used"])
+    sns.lineplot(data=data, x="num_codes", y="percent", hue=hue, marker="o", errorbar="sd",
+                 ax=ax)
+    ax.set_xscale("log", base=2)
+    sizes = sorted(data["num_codes"].unique())
+    ax.set_xticks(sizes, [str(int(k)) for k in sizes])
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("codebook size K")
+    ax.set_ylabel("codes used over an epoch (%)")
+    return ax.figure
+
+
+def code_frequencies(counts: Mapping[str, Sequence[int]], ax: plt.Axes | None = None) -> Figure:
+    """Rank-frequency plot of code use: one line per model, codes sorted by use."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.8, 3.9))
+    for label, c in counts.items():
+        freq = np.sort(np.asarray(c, dtype=float))[::-1]
+        freq = freq / freq.sum()
+        ax.plot(np.arange(1, len(freq) + 1), np.where(freq > 0, freq, np.nan), label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("code rank")
+    ax.set_ylabel("share of encoder outputs")
+    ax.legend(fontsize=8)
+    return ax.figure

@@ -8,6 +8,7 @@ that the methodology chapter can render the hyper-parameters instead of retyping
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as fields_of
 
 import pandas as pd
 
@@ -45,6 +46,39 @@ class VAEStudy:
 
 
 @dataclass(frozen=True)
+class VQStudy:
+    """Settings of Chapter 2 (VQ-VAEs on MNIST-5k)."""
+
+    quantizer: str = "ema-restart"  # the reference VQ-VAE
+    num_codes: int = 512
+    code_dim: int = 16
+    channels: int = 32
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 25
+    patience: int = 5
+    train_size: int | None = None
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    remedies: tuple[str, ...] = ("plain", "kmeans", "lowdim-l2", "ema", "ema-restart", "fsq")
+    fsq_levels: tuple[int, ...] = (8, 6, 5)
+    sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    size_remedies: tuple[str, ...] = ("plain", "ema-restart")
+    ablation_epochs: int = 10
+    ablation_seeds: tuple[int, ...] = (0, 1)
+    prior_d_model: int = 64
+    prior_layers: int = 2
+    prior_epochs: int = 20
+    prior_lr: float = 3e-3
+    prior_patience: int = 4
+    n_samples: int = 1000
+    vae_gamma: float = 2.0
+    classifier_epochs: int = 15
+    mt_combiners: tuple[str, ...] = ("sum", "pcgrad")
+    mt_seeds: tuple[int, ...] = (0, 1, 2)
+    mt_epochs: int = 15
+
+
+@dataclass(frozen=True)
 class HeteroStudy:
     """Settings of Chapter 3, part 1 (heterogeneous VAEs trained with MOO)."""
 
@@ -70,6 +104,7 @@ class Profile:
     name: str
     description: str
     vae: VAEStudy = field(default_factory=VAEStudy)
+    vq: VQStudy = field(default_factory=VQStudy)
     hetero: HeteroStudy = field(default_factory=HeteroStudy)
 
 
@@ -84,6 +119,11 @@ PROFILES: dict[str, Profile] = {
             conv_ks=(1, 10), anomaly_digits=(1,),
             anomaly_seeds=(0,), anomaly_epochs=2, ppca_epochs=20, ppca_ks=(1, 10, 100),
             ppca_seeds=(0,),
+        ),
+        vq=VQStudy(
+            epochs=2, patience=2, train_size=1000, seeds=(0,), sizes=(16, 64),
+            ablation_epochs=1, ablation_seeds=(0,), prior_epochs=2, n_samples=100,
+            classifier_epochs=1, mt_seeds=(0,), mt_epochs=1,
         ),
         hetero=HeteroStudy(
             datasets=("wine", "hi"), max_rows=600, methods=("sum", "pcgrad", "gradnorm+pcgrad"),
@@ -121,6 +161,8 @@ def settings_table(study: str = "vae") -> pd.DataFrame:
     fields = {name: getattr(get_profile(name), study, None) for name in available()}
     missing = [n for n, v in fields.items() if v is None]
     if missing:
-        raise MTVAEError(f"profiles {missing} have no study {study!r}; valid studies: vae, hetero")
+        valid = [f.name for f in fields_of(Profile) if f.name not in ("name", "description")]
+        raise MTVAEError(f"profiles {missing} have no study {study!r}; valid studies: "
+                         + ", ".join(valid))
     return pd.DataFrame({n: {k: _show(v) for k, v in asdict(f).items()}
                          for n, f in fields.items()})

@@ -19,10 +19,19 @@ from torch import Tensor, nn
 from mtvae.divergences import kl_std_normal, log_normal, log_std_normal
 from mtvae.errors import MTVAEError, check_choice, check_positive
 from mtvae.likelihoods import Likelihood, make_likelihood
-from mtvae.nets import ConvDecoder, ConvEncoder, mlp
+from mtvae.nets import ConvDecoder, ConvEncoder, GridDecoder, GridEncoder, mlp
 from mtvae.terms import Terms
 
-ARCHS = ("mlp", "conv", "linear")
+
+class _SplitFlatten(nn.Module):
+    """[B, 2c, H, W] -> [B, 2cHW] laid out as (all locations, all scales) for ``encode``."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        loc, raw = h.chunk(2, dim=1)
+        return torch.cat([loc.flatten(1), raw.flatten(1)], dim=1)
+
+
+ARCHS = ("mlp", "conv", "linear", "grid")
 
 
 class VAE(nn.Module):
@@ -33,8 +42,10 @@ class VAE(nn.Module):
         latent_dim: number of latent dimensions.
         likelihood: a likelihood name (``bernoulli``, ``gaussian``, ``gaussian-learned``)
             or a :class:`~mtvae.likelihoods.Likelihood` instance.
-        arch: ``mlp``, ``conv`` (28x28 images) or ``linear`` (MLP encoder, affine decoder:
-            the probabilistic-PCA family, whose marginal likelihood is exact).
+        arch: ``mlp``, ``conv`` (28x28 images), ``linear`` (MLP encoder, affine decoder:
+            the probabilistic-PCA family, whose marginal likelihood is exact) or ``grid``
+            (the VQ-VAE's convolutional encoder/decoder with a Gaussian latent at each
+            position of the 7x7 grid: ``latent_dim`` must be a multiple of 49).
         hidden: hidden widths of the MLP encoder and (reversed) decoder.
         beta: weight on the KL term (beta-VAE); 1 gives the ELBO.
         gaussian_scale: the fixed scale when ``likelihood="gaussian"``.
@@ -66,7 +77,16 @@ class VAE(nn.Module):
             else make_likelihood(likelihood, self.x_shape, scale=gaussian_scale)
         )
         n_out = self.likelihood.n_params * self.x_dim
-        if arch == "conv":
+        if arch == "grid":
+            if latent_dim % 49:
+                raise MTVAEError(f"arch='grid' puts latent_dim / 49 channels at each of the 7x7 "
+                                 f"positions; latent_dim must be a multiple of 49, got "
+                                 f"{latent_dim}")
+            c = latent_dim // 49
+            self.encoder = nn.Sequential(GridEncoder(self.x_shape, 2 * c), _SplitFlatten())
+            self.decoder = nn.Sequential(nn.Unflatten(1, (c, 7, 7)),
+                                         GridDecoder(c, self.x_shape, self.likelihood.n_params))
+        elif arch == "conv":
             self.encoder = ConvEncoder(self.x_shape, 2 * latent_dim)
             self.decoder = ConvDecoder(latent_dim, self.x_shape, self.likelihood.n_params)
         else:

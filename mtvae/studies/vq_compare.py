@@ -1,0 +1,154 @@
+"""Chapter 2 comparisons: the VQ-VAE against the VAE at matched latent information, and a
+multitask VQ-VAE whose label head shares the code grid with the decoder.
+
+*Matched information.* A VQ-VAE's rate is the code length of its code grid under its
+learned prior (bits per image); a VAE's rate is its KL, the bits-back code length of z.
+The VAE is held at the VQ-VAE's measured rate by :class:`~mtvae.models.CapacityVAE`; a
+plain beta = 1 VAE shows what the VAE does when it chooses its own rate. Both VAEs use the
+VQ-VAE's encoder and decoder (``arch="grid"``): a Gaussian latent with ``code_dim``
+channels at each of the 7x7 positions takes the place of the quantiser, so that only the
+bottleneck differs. All models use the same data, likelihood (Bernoulli, dynamic
+binarisation), optimiser and epoch budget, and their samples are scored by the same
+classifier.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import torch
+
+from mtvae import metrics as M
+from mtvae.errors import MTVAEError
+from mtvae.models import VAE, CapacityVAE
+from mtvae.studies.vqvaes import (
+    Study,
+    _fit_info,
+    classifier,
+    score_images,
+    train_vq,
+    vq_config,
+    vq_metrics,
+)
+from mtvae.train import FitResult
+
+LN2 = math.log(2)
+KINDS = {"matched": "VAE (rate-matched)", "beta1": "VAE (β = 1)"}
+
+
+def matched_capacity(vq_rows: pd.DataFrame) -> float:
+    """The VAE's target KL in nats: the VQ-VAEs' mean prior code length (test images)."""
+    return round(float(vq_rows["prior_bits"].mean()) * LN2, 2)
+
+
+def vae_config(study: Study, seed: int, capacity: float | None,
+               clf_cfg: dict[str, Any]) -> dict[str, Any]:
+    s = study.s
+    if s.channels != 32:
+        raise MTVAEError("the grid VAE has the library's default width of 32 channels; set "
+                         "VQStudy.channels = 32 to compare it with the VQ-VAE")
+    return {"model": "vae" if capacity is None else "capacity-vae", "arch": "grid",
+            "latent_dim": 49 * s.code_dim, "channels": 32, "likelihood": "bernoulli",
+            "capacity_nats": capacity, "gamma": None if capacity is None else s.vae_gamma,
+            "batch_size": s.batch_size, "lr": s.lr, "epochs": s.epochs,
+            "patience": s.patience, "train_size": s.train_size, "binarize": "dynamic",
+            "seed": seed, "n_samples": s.n_samples, "classifier": clf_cfg,
+            "device": study.device}
+
+
+def vae_model(study: Study, cfg: dict[str, Any]) -> tuple[VAE, FitResult]:
+    """Train (or load) the VAE that ``cfg`` describes."""
+    torch.manual_seed(cfg["seed"])
+    shape = (1, 28, 28)
+    model = (VAE(shape, cfg["latent_dim"], arch="grid") if cfg["capacity_nats"] is None else
+             CapacityVAE(shape, cfg["latent_dim"], cfg["capacity_nats"], gamma=cfg["gamma"],
+                         arch="grid"))
+    return model, study.fit(cfg["model"], cfg, model, study.mnist("dynamic"))
+
+
+def vae_runs(study: Study, capacity: float) -> pd.DataFrame:
+    """Rate-matched and beta = 1 VAEs over seeds: rate, distortion, samples' scores."""
+    s = study.s
+    clf, clf_rec = classifier(study)
+    data, grey = study.mnist("dynamic"), study.mnist(None)
+    rows = []
+    for kind, cap in (("matched", capacity), ("beta1", None)):
+        for seed in s.seeds:
+            cfg = vae_config(study, seed, cap, clf_rec["config"])
+
+            def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
+                model, res = vae_model(study, cfg)
+                torch.manual_seed(cfg["seed"])
+                dist, rate = M.elbo_parts(model, data.test, n_samples=10)
+                with torch.no_grad():
+                    recon = model.reconstruct(data.test.x)
+                    images = model.sample(cfg["n_samples"], study.generator(cfg["seed"]))
+                mse = float((recon - grey.test.x).square().mean())
+                return _fit_info(res) | {
+                    "test_distortion": float(dist.mean()), "rate_nats": float(rate.mean()),
+                    "rate_bits": float(rate.mean()) / LN2, "recon_mse_grey": mse,
+                    "active_units": M.active_units(model, data.test)[0],
+                } | score_images(clf, images)
+
+            rec = study.run(cfg["model"], cfg, compute)
+            rows.append({"model": KINDS[kind], "seed": seed, **rec["metrics"]})
+    return pd.DataFrame(rows)
+
+
+def vae_models(study: Study, capacity: float, seed: int = 0) -> dict[str, VAE]:
+    """The rate-matched and beta = 1 VAEs of one seed, by display name."""
+    clf_cfg = classifier(study)[1]["config"]
+    return {KINDS[kind]: vae_model(study, vae_config(study, seed, cap, clf_cfg))[0]
+            for kind, cap in (("matched", capacity), ("beta1", None))}
+
+
+def comparison(vq_rows: pd.DataFrame, vae_rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per run with the columns the chapter compares."""
+    vq = vq_rows.assign(rate_bits=vq_rows["prior_bits"])
+    cols = ["model", "seed", "rate_bits", "test_distortion", "recon_mse_grey", "confidence",
+            "class_entropy_bits"]
+    return pd.concat([vq[cols], vae_rows[cols]], ignore_index=True)
+
+
+# -- the multitask VQ-VAE -----------------------------------------------------------------
+def multitask(study: Study, monitor_every: int = 10) -> pd.DataFrame:
+    """VQ-VAEs with a label head on z_q, trained with each combiner of the profile.
+
+    Per run: reconstruction and code use (as for every VQ-VAE), the head's test accuracy,
+    and the gradient diagnostics at z_q (cosine between the two tasks' gradients; how often
+    the applied update increased a task's loss to first order).
+    """
+    s = study.s
+    data = study.mnist("dynamic")
+    rows = []
+    for combiner in s.mt_combiners:
+        for seed in s.mt_seeds:
+            cfg = vq_config(study, seed, epochs=s.mt_epochs, n_classes=10,
+                            combiner=combiner, monitor_every=monitor_every)
+
+            def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
+                model, res = train_vq(study, "multitask", cfg)
+                with torch.no_grad():
+                    logits = torch.cat([model.classify(b["x"]) for b in
+                                        data.test.batches(500)])
+                acc = float((logits.argmax(1) == data.test.y).float().mean())
+                diag = res.diagnostics or {}
+                cos = diag.get("mean_cosine") or [[math.nan, math.nan]] * 2
+                epochs = diag.get("epochs") or [{"norm": [math.nan] * 2,
+                                                 "overlooked": [math.nan] * 2}]
+                norms = [sum(e["norm"][t] for e in epochs) / len(epochs) for t in (0, 1)]
+                overlooked = [sum(e["overlooked"][t] for e in epochs) / len(epochs)
+                              for t in (0, 1)]
+                conflict = sum(e.get("conflicting_pairs", math.nan) for e in epochs) / len(epochs)
+                return vq_metrics(study, model, res, cfg["seed"]) | {
+                    "test_accuracy": acc, "task_cosine": float(cos[0][1]),
+                    "grad_norm_x": norms[0], "grad_norm_y": norms[1],
+                    "overlooked_x": overlooked[0], "overlooked_y": overlooked[1],
+                    "conflict_rate": conflict,
+                    "diagnostics": diag}
+
+            rec = study.run("multitask", cfg, compute)
+            rows.append({"combiner": combiner, "seed": seed, **rec["metrics"]})
+    return pd.DataFrame(rows)
