@@ -133,7 +133,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "full": Profile(
         name="full",
-        description="the thesis numbers: all seeds and budgets (about 35 minutes on 2 CPU cores)",
+        description="the thesis numbers, all seeds and budgets: 25-35 min a chapter on 2 CPUs",
     ),
 }
 
