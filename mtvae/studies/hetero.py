@@ -10,7 +10,6 @@ through :func:`mtvae.results.cached_run`, so re-executing the chapter loads its 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,36 +17,24 @@ import pandas as pd
 import torch
 
 from mtvae.data import Dataset, load
-from mtvae.device import resolve_device
 from mtvae.imputation import evaluate_imputation
 from mtvae.models import HeteroVAE
-from mtvae.profiles import HeteroStudy, Profile, get_profile
+from mtvae.profiles import HeteroStudy
 from mtvae.results import cache_dir, cached_run, run_id
+from mtvae.studies.base import ChapterStudy
 from mtvae.train import FitResult, fit
 
 MAX_EPOCH_POINTS = 40  # per-epoch diagnostics kept in a record (evenly thinned)
 
 
-@dataclass
-class Study:
+class Study(ChapterStudy):
     """Shared context of the chapter's runs."""
 
-    profile: Profile
-    device: str = "auto"
-    progress: str = "auto"
-    _data: dict[tuple[str, int], Dataset] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def create(cls, profile: str, device: str = "auto", progress: str = "auto") -> Study:
-        return cls(get_profile(profile), device=resolve_device(device).type, progress=progress)
+    chapter = "03"
 
     @property
     def s(self) -> HeteroStudy:
         return self.profile.hetero
-
-    @property
-    def grid(self) -> str:
-        return f"ch03-{self.profile.name}"
 
     def data(self, name: str, seed: int) -> Dataset:
         """The table with the mask of ``seed`` (split fixed by split_seed=0)."""

@@ -7,7 +7,6 @@ the chapter loads instead of retraining and an interrupted execution resumes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,31 +18,20 @@ from mtvae import metrics as M
 from mtvae.data import Dataset, Split, linear_gaussian_log_marginal, load, make_ppca
 from mtvae.device import resolve_device
 from mtvae.models import VAE
-from mtvae.profiles import Profile, VAEStudy, get_profile
+from mtvae.profiles import VAEStudy
 from mtvae.results import cache_dir, cached_run, run_id
+from mtvae.studies.base import ChapterStudy
 from mtvae.train import FitResult, fit
 
 
-@dataclass
-class Study:
+class Study(ChapterStudy):
     """Shared context of the chapter's runs."""
 
-    profile: Profile
-    device: str = "auto"
-    progress: str = "auto"
-    _data: dict[tuple[Any, ...], Dataset] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def create(cls, profile: str, device: str = "auto", progress: str = "auto") -> Study:
-        return cls(get_profile(profile), device=resolve_device(device).type, progress=progress)
+    chapter = "01"
 
     @property
     def s(self) -> VAEStudy:
         return self.profile.vae
-
-    @property
-    def grid(self) -> str:
-        return f"ch01-{self.profile.name}"
 
     def mnist(self, binarize: str | None = "dynamic", exclude: tuple[int, ...] = ()) -> Dataset:
         key = (binarize, exclude)

@@ -11,7 +11,6 @@ by the classifier) carry the configs they depend on inside their own config.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -22,8 +21,9 @@ from mtvae import metrics as M
 from mtvae.data import Dataset, Split, load
 from mtvae.device import resolve_device
 from mtvae.models import VQVAE, Classifier, CodePrior
-from mtvae.profiles import Profile, VQStudy, get_profile
+from mtvae.profiles import VQStudy
 from mtvae.results import cache_dir, cached_run, run_id
+from mtvae.studies.base import ChapterStudy
 from mtvae.train import FitResult, fit
 
 LN2 = math.log(2)
@@ -31,26 +31,14 @@ HISTORY = ("epoch", "task/x", "task/y", "reg/codebook", "reg/commitment", "perpl
            "val_loss")  # per-epoch training averages kept in each VQ-VAE record
 
 
-@dataclass
-class Study:
+class Study(ChapterStudy):
     """Shared context of the chapter's runs."""
 
-    profile: Profile
-    device: str = "auto"
-    progress: str = "auto"
-    _data: dict[Any, Dataset] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def create(cls, profile: str, device: str = "auto", progress: str = "auto") -> Study:
-        return cls(get_profile(profile), device=resolve_device(device).type, progress=progress)
+    chapter = "02"
 
     @property
     def s(self) -> VQStudy:
         return self.profile.vq
-
-    @property
-    def grid(self) -> str:
-        return f"ch02-{self.profile.name}"
 
     def mnist(self, binarize: str | None = "dynamic") -> Dataset:
         if binarize not in self._data:

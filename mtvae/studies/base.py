@@ -1,0 +1,31 @@
+"""What every chapter's study shares: its profile, device, run grid and loaded data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from mtvae.data import Dataset
+from mtvae.device import resolve_device
+from mtvae.profiles import Profile, get_profile
+
+
+@dataclass
+class ChapterStudy:
+    """Base of each chapter's ``Study``: subclasses set ``chapter`` (e.g. ``"01"``)."""
+
+    chapter: ClassVar[str]
+
+    profile: Profile
+    device: str = "auto"
+    progress: str = "auto"
+    _data: dict[Any, Dataset] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def create(cls, profile: str, device: str = "auto", progress: str = "auto") -> Self:
+        return cls(get_profile(profile), device=resolve_device(device).type, progress=progress)
+
+    @property
+    def grid(self) -> str:
+        """The folder of this chapter's run records: ``chNN-<profile>``."""
+        return f"ch{self.chapter}-{self.profile.name}"
