@@ -44,11 +44,15 @@ def write_record(path: str | os.PathLike[str], record: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, indent=1, sort_keys=True, default=float)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(record, fh, indent=1, sort_keys=True, default=float)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a crash mid-dump leaves neither a record nor debris
+        raise
     return path
 
 
@@ -89,15 +93,22 @@ def cached_run(
         return read_record(path)
     started = time.time()
     metrics = compute()
-    record = {
-        "id": path.stem, "name": name, "grid": grid, "config": config,
-        "seed": config.get("seed"), "metrics": metrics,
-        "timings": {"seconds": time.time() - started, "finished": time.strftime(
+    record = new_record(grid, name, config, {"metrics": metrics},
+                        seconds=time.time() - started, device=device)
+    write_record(path, record)
+    return record
+
+
+def new_record(grid: str, name: str, config: dict[str, Any], body: dict[str, Any], *,
+               seconds: float, device: str) -> dict[str, Any]:
+    """A run record: id, name, grid, config, seed, ``body`` (e.g. metrics), timings, env."""
+    return {
+        "id": run_id(name, config), "name": name, "grid": grid, "config": config,
+        "seed": config.get("seed"), **body,
+        "timings": {"seconds": seconds, "finished": time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "device": device, "env": environment(),
     }
-    write_record(path, record)
-    return record
 
 
 def load_records(folder: str | os.PathLike[str]) -> pd.DataFrame:

@@ -5,26 +5,27 @@ column, a 70/10/20 split, the model trained on the observed training cells, and 
 imputation error scored on the *missing* test cells. Each run is one (dataset, method,
 seed); the seed sets the mask, the initialisation and the mini-batch order. Every run goes
 through :func:`mtvae.results.cached_run`, so re-executing the chapter loads its records.
+The run itself lives in :mod:`mtvae.hetero_run`, which the experiment grid shares.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from mtvae.data import Dataset, load
-from mtvae.imputation import evaluate_imputation
-from mtvae.models import HeteroVAE
+from mtvae.data import Dataset
+from mtvae.hetero_run import (
+    baseline_scores,
+    budget,
+    epoch_diagnostics,
+    fit_and_score,
+    load_data,
+)
 from mtvae.profiles import HeteroStudy
 from mtvae.results import cache_dir, cached_run, run_id
 from mtvae.studies.base import ChapterStudy
-from mtvae.train import FitResult, fit
-
-MAX_EPOCH_POINTS = 40  # per-epoch diagnostics kept in a record (evenly thinned)
 
 
 class Study(ChapterStudy):
@@ -40,16 +41,13 @@ class Study(ChapterStudy):
         """The table with the mask of ``seed`` (split fixed by split_seed=0)."""
         key = (name, seed)
         if key not in self._data:
-            self._data[key] = load(name, missing_rate=self.s.missing_rate, mask_seed=seed,
-                                   split_seed=0, max_rows=self.s.max_rows)
+            self._data[key] = load_data(name, missing_rate=self.s.missing_rate, seed=seed,
+                                        max_rows=self.s.max_rows)
         return self._data[key]
 
     def budget(self, n_train: int) -> tuple[int, int]:
         """Epochs and patience giving about ``steps`` optimiser steps whatever the size."""
-        per_epoch = math.ceil(n_train / self.s.batch_size)
-        epochs = max(1, math.ceil(self.s.steps / per_epoch))
-        patience = max(1, math.ceil(self.s.patience_steps / per_epoch))
-        return epochs, patience
+        return budget(n_train, self.s.batch_size, self.s.steps, self.s.patience_steps)
 
     def config(self, dataset: str, method: str, seed: int) -> dict[str, Any]:
         s = self.s
@@ -66,45 +64,18 @@ class Study(ChapterStudy):
                           device=self.device)
 
     def _compute(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        data = self.data(cfg["dataset"], cfg["seed"])
-        torch.manual_seed(cfg["seed"])
-        model = HeteroVAE(data.info["schema"], hidden=cfg["hidden"], depth=cfg["depth"],
-                          scaler=data.info["scaler"])
-        epochs, patience = self.budget(len(data.train))
         ckpt = cache_dir() / self.grid / f"{run_id('hetero', cfg)}.pt"
-        result = fit(model, data, epochs=epochs, batch_size=cfg["batch_size"], lr=cfg["lr"],
-                     patience=patience, seed=cfg["seed"], device=self.device,
-                     combiner=cfg["method"], checkpoint=ckpt, progress=self.progress,
-                     desc=f"{cfg['dataset']} {cfg['method']} seed={cfg['seed']}",
-                     monitor_every=cfg["monitor_every"], checkpoint_every=20.0)
-        scores = evaluate_imputation(model, data, "test")
-        loglik = model.feature_log_likelihood(data.test, cells="score")
-        steps = sum(math.ceil(len(data.train) / cfg["batch_size"]) for _ in result.history)
-        return {
-            "errors": {k: _num(v) for k, v in scores["errors"].items()},
-            "mean_error": scores["mean"], "numerical_error": scores["numerical"],
-            "nominal_error": scores["nominal"], "n_scored": scores["n_scored"],
-            "loglik": dict(zip(data.info["schema"].names, map(_num, loglik.tolist()),
-                               strict=True)),
-            "test_nelbo": _test_nelbo(model, data),
-            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "train_seconds": result.seconds, "steps": steps,
-            "ms_per_step": 1000 * result.seconds / max(steps, 1),
-            "diagnostics": _compact(result),
-        }
+        metrics, result = fit_and_score(cfg, self.data(cfg["dataset"], cfg["seed"]),
+                                        device=self.device, progress=self.progress,
+                                        checkpoint=ckpt)
+        return metrics | {"diagnostics": epoch_diagnostics(result)}
 
     def baseline(self, dataset: str, seed: int) -> dict[str, Any]:
         """Column mean/mode imputation under the same mask and split."""
         cfg = {"dataset": dataset, "seed": seed, "missing_rate": self.s.missing_rate,
                "max_rows": self.s.max_rows, "method": "mean imputation"}
-
-        def compute() -> dict[str, Any]:
-            scores = evaluate_imputation("mean", self.data(dataset, seed), "test")
-            return {"errors": {k: _num(v) for k, v in scores["errors"].items()},
-                    "mean_error": scores["mean"], "numerical_error": scores["numerical"],
-                    "nominal_error": scores["nominal"], "n_scored": scores["n_scored"]}
-
-        return cached_run(self.grid, "baseline", cfg, compute, device="cpu")
+        return cached_run(self.grid, "baseline", cfg,
+                          lambda: baseline_scores(self.data(dataset, seed)), device="cpu")
 
     def all_runs(self) -> pd.DataFrame:
         """Every (dataset, method, seed) of the main comparison plus the baseline."""
@@ -121,48 +92,6 @@ class Study(ChapterStudy):
         rows = [_row(self.run(ds, m, seed)) for ds in self.s.space_datasets
                 for m in self.s.space_methods for seed in self.s.seeds]
         return pd.DataFrame(rows)
-
-
-def _num(v: float) -> float | None:
-    v = float(v)
-    return None if math.isnan(v) else v
-
-
-@torch.no_grad()
-def _test_nelbo(model: HeteroVAE, data: Dataset) -> float:
-    """Negative ELBO per test row on the observed test cells (one posterior sample)."""
-    model.eval()
-    torch.manual_seed(0)
-    total, n = 0.0, 0
-    for batch in data.test.batches(1000):
-        total += float(model.loss_terms(batch).stats["nelbo"]) * len(batch["x"])
-        n += len(batch["x"])
-    return total / n
-
-
-def _compact(result: FitResult) -> dict[str, Any] | None:
-    """Diagnostics small enough for a committed JSON record."""
-    diag = result.diagnostics
-    if diag is None:
-        return None
-    epochs = diag["epochs"]
-    assert isinstance(epochs, list)
-    keep = np.unique(np.linspace(0, len(epochs) - 1, min(len(epochs), MAX_EPOCH_POINTS))
-                     .round().astype(int)) if epochs else []
-    steps = np.array([e["steps"] for e in epochs], dtype=float)
-
-    def avg(key: str) -> list[float]:
-        values = np.array([e[key] for e in epochs], dtype=float)
-        return (values * steps[:, None]).sum(0) / steps.sum() if len(values) else []
-
-    return {
-        "tasks": diag["tasks"], "space": diag["space"], "steps_observed": diag["steps_observed"],
-        "mean_cosine": diag["mean_cosine"],
-        "overlooked": list(avg("overlooked")), "cos_update": list(avg("cos_update")),
-        "norm": list(avg("norm")),
-        "epochs": [{k: epochs[i][k] for k in ("epoch", "norm", "overlooked",
-                                               "conflicting_pairs")} for i in keep],
-    }
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
