@@ -1,4 +1,7 @@
-"""Command line: ``python -m mtvae regenerate ...`` and ``python -m mtvae bench moo ...``.
+"""Command line: ``python -m mtvae regenerate|grid|bench ...``.
+
+``grid NAME`` runs a named experiment grid (resumable: finished runs are skipped);
+``bench moo|grid`` prints speed benchmarks.
 
 Bad arguments end with a one-line error (exit status 2), never a traceback.
 """
@@ -25,13 +28,71 @@ def build_parser() -> argparse.ArgumentParser:
     regen.add_argument("--notebooks", default="notebooks", help="folder of NN_name.md sources")
     regen.add_argument("--seed", type=int, default=0)
     regen.add_argument("--timeout", type=int, default=None, help="seconds per cell")
+    _grid_parser(sub)
     bench = sub.add_parser("bench", help="speed benchmarks, results as JSON")
-    bench.add_argument("target", choices=["moo"], help="what to benchmark")
+    bench.add_argument("target", choices=["moo", "grid"], help="what to benchmark")
     bench.add_argument("--json", action="store_true", help="print the rows as a JSON list")
-    bench.add_argument("--quick", action="store_true", help="fewer steps (under a minute)")
-    bench.add_argument("--device", default="all", choices=("all", *DEVICES))
-    bench.add_argument("--methods", nargs="+", metavar="NAME", help="only these methods")
+    bench.add_argument("--quick", action="store_true", help="fewer steps or runs")
+    bench.add_argument("--device", default="all", choices=("all", *DEVICES),
+                       help="moo: devices to time; grid: 'all' means auto")
+    bench.add_argument("--methods", nargs="+", metavar="NAME", help="moo: only these methods")
+    bench.add_argument("--workers", type=int, default=2, help="grid: the N of 1 vs N workers")
     return parser
+
+
+def _grid_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    grid = sub.add_parser("grid", help="run a named experiment grid (resumable)",
+                          description="Run the grid's runs that have no record yet under "
+                          "results/NAME-PROFILE/; an interrupted grid resumes where it stopped.")
+    grid.add_argument("name", metavar="NAME", help="the grid, e.g. hetero")
+    grid.add_argument("--profile", default="smoke", choices=profiles())
+    grid.add_argument("--workers", type=int, default=1,
+                      help="processes sharing the device (local) or per Slurm job")
+    grid.add_argument("--executor", default="local", choices=("local", "slurm"))
+    grid.add_argument("--device", default="auto", choices=DEVICES)
+    grid.add_argument("--threads", type=int, default=None,
+                      help="torch threads per worker (default: 1 on CPU, cores/N on GPU)")
+    grid.add_argument("--dry-run", action="store_true",
+                      help="list the runs and which are done, failed or pending")
+    grid.add_argument("--retry-failed", action="store_true", help="rerun the failed runs")
+    grid.add_argument("--results", default=None, help="results root (default ./results)")
+    slurm = grid.add_argument_group("slurm (--executor slurm)")
+    slurm.add_argument("--partition", default=None, help="Slurm partition (default: the "
+                       "cluster's default)")
+    slurm.add_argument("--time", type=int, default=120, help="minutes per job")
+    slurm.add_argument("--gpus", type=int, default=1, help="GPUs per job")
+    slurm.add_argument("--cpus", type=int, default=4, help="CPUs per job")
+    slurm.add_argument("--mem-gb", type=float, default=16, help="memory per job (GB)")
+    slurm.add_argument("--runs-per-job", type=int, default=25, help="runs per array task")
+    slurm.add_argument("--array-parallelism", type=int, default=32,
+                       help="array tasks running at once")
+    slurm.add_argument("--slurm-folder", default=".cache/submitit",
+                       help="submitit's logs and pickles")
+
+
+def _run_grid(args: argparse.Namespace) -> None:
+    from mtvae.experiments import get_executor, get_grid, plan, run_grid
+
+    spec = get_grid(args.name, args.profile)
+    if args.dry_run:
+        table = plan(spec, args.results)
+        print(table.to_string(index=False))
+        counts = table.status.value_counts()
+        print(f"grid {spec.name}: {len(table)} runs: " + ", ".join(
+            f"{int(counts.get(s, 0))} {s}" for s in ("done", "failed", "pending")))
+        return
+    if args.executor == "local":
+        executor = get_executor("local", workers=args.workers, threads=args.threads)
+    else:
+        executor = get_executor(
+            "slurm", folder=args.slurm_folder, partition=args.partition, timeout_min=args.time,
+            gpus_per_node=args.gpus, cpus_per_task=args.cpus, mem_gb=args.mem_gb,
+            runs_per_job=args.runs_per_job, workers_per_job=args.workers,
+            array_parallelism=args.array_parallelism, threads=args.threads)
+    progress = "auto" if sys.stderr.isatty() else "log"  # no bar flood in a log file
+    summary = run_grid(spec, executor=executor, device=args.device, root=args.results,
+                       retry_failed=args.retry_failed, progress=progress)
+    print(summary)
 
 
 def _print_rows(rows: list[dict[str, object]], as_json: bool) -> None:
@@ -56,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
             total = sum(c["wall_seconds"] for c in manifest["chapters"].values())
             print(f"[mtvae] manifest: {args.output_dir}/manifest.json "
                   f"(chapters' wall time {total:.1f} s)")
+        elif args.command == "grid":
+            _run_grid(args)
+        elif args.command == "bench" and args.target == "grid":
+            from mtvae.bench import bench_grid
+
+            device = "auto" if args.device == "all" else args.device
+            _print_rows(bench_grid(workers=args.workers, device=device, quick=args.quick),
+                        args.json)
         elif args.command == "bench":
             from mtvae.bench import bench_moo
 

@@ -146,3 +146,58 @@ def test_bench_moo_unknown_method_is_one_line():
     assert out.returncode == 2
     assert out.stderr.strip().startswith("mtvae: error: unknown MOO method 'pcgard'")
     assert "Traceback" not in out.stderr
+
+
+def test_grid_dry_run_lists_runs_and_their_status(tmp_path):
+    out = run_cli("grid", "hetero", "--profile", "smoke", "--dry-run", "--results", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-1] == "grid hetero-smoke: 12 runs: 0 done, 0 failed, 12 pending"
+    assert sum(ln.endswith(" pending") for ln in lines[:-1]) == 12
+    assert any("baseline" in ln and "dataset=wine" in ln for ln in lines)
+    assert not (tmp_path / "hetero-smoke").exists()  # a dry run writes nothing
+
+
+def test_grid_runs_resumes_and_reports(tmp_path):
+    first = run_cli("grid", "hetero", "--device", "cpu", "--results", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    assert "grid hetero-smoke: 12 runs: 12 done, 0 skipped (recorded), 0 failed" in first.stdout
+    assert "runs/min" in first.stdout
+    assert "[12/12] ok" in first.stderr  # one log line per run when stderr is not a terminal
+    records = list((tmp_path / "hetero-smoke").glob("*.json"))
+    assert len(records) == 12
+    again = run_cli("grid", "hetero", "--device", "cpu", "--results", str(tmp_path))
+    assert "0 done, 12 skipped (recorded)" in again.stdout
+    dry = run_cli("grid", "hetero", "--dry-run", "--results", str(tmp_path))
+    assert dry.stdout.splitlines()[-1].endswith("12 done, 0 failed, 0 pending")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["grid", "nope"], "mtvae: error: unknown grid 'nope'; valid grids are: hetero"),
+        (["grid", "hetero", "--executor", "k8s"],
+         "argument --executor: invalid choice: 'k8s' (choose from 'local', 'slurm')"),
+        (["grid", "hetero", "--profile", "huge"],
+         "argument --profile: invalid choice: 'huge' (choose from 'full', 'smoke')"),
+        (["grid", "hetero", "--workers", "0"], "workers must be a positive integer, got 0"),
+        (["grid", "hetero", "--executor", "slurm"], "needs Slurm's 'sbatch' on PATH"),
+        (["bench", "grid", "--workers", "1"], "N must be ≥ 2"),
+    ],
+)
+def test_grid_errors_are_one_line(args, message, tmp_path):
+    proc = run_cli(*args, "--results", str(tmp_path)) if args[0] == "grid" else run_cli(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_grid_reports_runs_per_minute_for_1_and_n_workers():
+    out = run_cli("bench", "grid", "--quick", "--json", "--workers", "2", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    one, two = json.loads(out.stdout)
+    assert (one["workers"], two["workers"]) == (1, 2)
+    assert one["runs"] == two["runs"] == 12 and one["speedup"] == 1.0
+    assert one["runs_per_minute"] > 0 and two["runs_per_minute"] > 0
+    assert one["threads_per_worker"] == two["threads_per_worker"] == 1

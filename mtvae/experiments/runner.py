@@ -1,0 +1,194 @@
+"""Run a grid: skip what is recorded, execute the rest, report progress and a summary.
+
+:func:`run_grid` expands a :class:`~mtvae.experiments.spec.GridSpec`, looks up each run's
+record under ``<results>/<grid>/<run_id>.json`` and executes only the runs without one
+(and, with ``retry_failed=True``, those whose record says ``failed``). Records are written
+by the process that did the run, atomically, so an interruption at any moment loses at
+most the runs in flight, and the same call resumes where it stopped. :func:`plan` is the
+dry run; :func:`load_results` reads a grid's records for analysis.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mtvae.errors import MTVAEError, check_choice
+from mtvae.experiments.executors import Executor, LocalExecutor, Outcome, Task
+from mtvae.experiments.kinds import get_kind
+from mtvae.experiments.spec import GridSpec, Run
+from mtvae.progress import MODES, _configure_logger, batch_mode
+from mtvae.results import read_record, results_dir
+
+logger = logging.getLogger("mtvae")
+
+
+def _root(root: str | Path | None) -> Path:
+    return Path(root if root is not None else results_dir()).absolute()
+
+
+def record_status(path: Path) -> str:
+    """``pending`` (no record), ``failed`` or ``done``."""
+    if not path.exists():
+        return "pending"
+    return "failed" if read_record(path).get("status") == "failed" else "done"
+
+
+def plan(spec: GridSpec, root: str | Path | None = None) -> pd.DataFrame:
+    """The dry run: one row per run with its kind, label, id and status."""
+    folder = _root(root) / spec.name
+    return pd.DataFrame([{"kind": r.kind, "run": r.label.removeprefix(f"{r.kind} "), "id": r.id,
+                          "status": record_status(folder / f"{r.id}.json")}
+                         for r in spec.runs()])
+
+
+@dataclass
+class GridSummary:
+    """What one call of :func:`run_grid` did."""
+
+    grid: str
+    total: int
+    done: int = 0  # ran now, recorded ok
+    failed: int = 0  # ran now, recorded failed
+    skipped: int = 0  # had an ok record
+    kept_failed: int = 0  # had a failed record and was not retried
+    wall_seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def runs_per_minute(self) -> float:
+        ran = self.done + self.failed
+        return 60 * ran / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"runs_per_minute": round(self.runs_per_minute, 2)}
+
+    def __str__(self) -> str:
+        text = (f"grid {self.grid}: {self.total} runs: {self.done} done, {self.skipped} "
+                f"skipped (recorded), {self.failed} failed; {self.wall_seconds:.1f} s wall, "
+                f"{self.runs_per_minute:.1f} runs/min")
+        if self.kept_failed:
+            text += (f"; {self.kept_failed} earlier failures kept (retry_failed=True / "
+                     "--retry-failed reruns them)")
+        return text + "".join(f"\n  failed: {f}" for f in self.failures)
+
+
+class _Progress:
+    """A tqdm bar over runs interactively; one log line per run in batch mode."""
+
+    def __init__(self, total: int, desc: str, mode: str) -> None:
+        mode = check_choice("progress mode", mode, MODES)
+        self.mode = ("log" if batch_mode() else "bar") if mode == "auto" else mode
+        self.total, self.desc, self.n, self.bar = total, desc, 0, None
+        if self.mode == "bar" and total:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="run")
+        elif self.mode == "log":
+            _configure_logger()
+
+    def update(self, out: Outcome, summary: GridSummary) -> None:
+        self.n += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"ok={summary.done} failed={summary.failed}", refresh=False)
+        elif self.mode == "log":
+            extra = f" ({out.error})" if out.error else ""
+            logger.info("%s [%d/%d] %s %s %.1fs%s", self.desc, self.n, self.total, out.status,
+                        out.label, out.seconds, extra)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_grid(
+    spec: GridSpec,
+    *,
+    executor: Executor | None = None,
+    device: str = "auto",
+    root: str | Path | None = None,
+    retry_failed: bool = False,
+    progress: str = "auto",
+    on_result: Callable[[Outcome], None] | None = None,
+) -> GridSummary:
+    """Execute the runs of ``spec`` that have no record yet; return a summary.
+
+    Args:
+        executor: where runs execute (default: one worker in this process).
+        device: ``auto``, ``cpu`` or ``cuda``; resolved where the runs execute.
+        root: the results root (default ``$MTVAE_RESULTS`` or ``./results``).
+        retry_failed: also rerun the runs whose record says ``failed``.
+        progress: ``auto`` (bar interactively, log lines in batch mode), ``bar``, ``log``,
+            ``none``.
+        on_result: called with each run's :class:`Outcome` as it arrives.
+    """
+    executor = executor or LocalExecutor()
+    executor.check(device)
+    started = time.perf_counter()
+    folder = _root(root)
+    runs = spec.runs()
+    kinds = {r.kind: get_kind(r.kind) for r in runs}  # unknown kinds fail before any run
+    summary = GridSummary(spec.name, len(runs))
+    todo: list[Run] = []
+    for run in runs:
+        state = record_status(folder / spec.name / f"{run.id}.json")
+        if state == "pending" or (state == "failed" and retry_failed):
+            todo.append(run)
+        elif state == "failed":
+            summary.kept_failed += 1
+        else:
+            summary.skipped += 1
+    tasks = [Task(r, kinds[r.kind], spec.name, str(folder), device) for r in todo]
+    bar = _Progress(len(tasks), spec.name, progress)
+    try:
+        for out in executor.map(tasks):
+            if out.status == "ok":
+                summary.done += 1
+            else:
+                summary.failed += 1
+                summary.failures.append(f"{out.label} [{out.id}]: {out.error}")
+            summary.wall_seconds = time.perf_counter() - started
+            bar.update(out, summary)
+            if on_result is not None:
+                on_result(out)
+    finally:
+        bar.close()
+        summary.wall_seconds = time.perf_counter() - started
+    if bar.mode == "log":
+        logger.info("%s", summary)
+    return summary
+
+
+def load_results(grid: str | GridSpec, root: str | Path | None = None,
+                 status: str = "ok") -> pd.DataFrame:
+    """A grid's records, one row each: config keys, scalar metrics, dict-valued metrics.
+
+    ``status`` selects ``ok`` records (default), ``failed`` ones (with ``error_*``
+    columns) or ``all``.
+    """
+    check_choice("status", status, ("ok", "failed", "all"))
+    name = grid.name if isinstance(grid, GridSpec) else grid
+    folder = _root(root) / name
+    paths = sorted(folder.glob("*.json"))
+    if not paths:
+        raise MTVAEError(f"no run records under {folder}; run `python -m mtvae grid "
+                         f"{name.rsplit('-', 1)[0]}` first")
+    rows = []
+    for path in paths:
+        rec = read_record(path)
+        state = "failed" if rec.get("status") == "failed" else "ok"
+        if status not in ("all", state):
+            continue
+        row = {"id": rec["id"], "kind": rec["name"], "status": state,
+               "seconds": rec["timings"]["seconds"], "device": rec["device"],
+               **rec["config"], **rec.get("metrics", {})}
+        row |= {f"error_{k}": v for k, v in rec.get("error", {}).items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
