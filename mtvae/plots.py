@@ -167,3 +167,59 @@ def code_frequencies(counts: Mapping[str, Sequence[int]], ax: plt.Axes | None = 
     ax.set_ylabel("share of encoder outputs")
     ax.legend(fontsize=8)
     return ax.figure
+
+
+def _cliques(ranks: np.ndarray, cd: float) -> list[tuple[int, int]]:
+    """Maximal runs [i, j] of sorted ranks whose spread is below ``cd`` (not significant)."""
+    spans = []
+    for i in range(len(ranks)):
+        j = i
+        while j + 1 < len(ranks) and ranks[j + 1] - ranks[i] < cd:
+            j += 1
+        if j > i and not (spans and spans[-1][1] >= j):
+            spans.append((i, j))
+    return spans
+
+
+def cd_diagram(ranks: pd.Series | Mapping[str, float], cd: float, ax: plt.Axes | None = None,
+               title: str | None = None) -> Figure:
+    """Critical-difference diagram (Demšar 2006): average ranks, best (1) on the left.
+
+    Methods joined by a thick bar do not differ significantly (their average ranks are
+    less than ``cd`` apart, e.g. :func:`mtvae.stats.nemenyi_cd`); the bar at the top shows
+    the CD on the rank scale.
+    """
+    ranks = pd.Series(ranks, dtype=float).sort_values()
+    names, r, k = list(ranks.index), ranks.to_numpy(), len(ranks)
+    lo, hi = 1, max(k, int(np.ceil(r.max())))
+    cliques = _cliques(r, cd)
+    n_left = (k + 1) // 2
+    label_y0 = 0.35 + 0.15 * len(cliques)
+    depth = label_y0 + 0.3 * max(n_left, k - n_left)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.9 + 0.55 * depth))
+    ax.hlines(0, lo, hi, color="black", lw=1)
+    for t in range(lo, hi + 1):
+        ax.vlines(t, -0.08, 0, color="black", lw=1)
+        ax.text(t, -0.12, str(t), ha="center", va="bottom", fontsize=9)
+    ax.hlines(-0.55, lo, lo + cd, color="black", lw=1.5)
+    ax.vlines([lo, lo + cd], -0.6, -0.5, color="black", lw=1.5)
+    ax.text(lo + cd / 2, -0.62, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
+    colors = sns.color_palette(PALETTE, n_colors=k)
+    span = hi - lo
+    for i, (name, rank) in enumerate(zip(names, r, strict=True)):
+        left = i < n_left
+        y = label_y0 + 0.3 * (i if left else k - 1 - i)
+        x_end = lo - 0.08 * span if left else hi + 0.08 * span
+        ax.plot([rank, rank, x_end], [0, y, y], color=colors[i], lw=1.2)
+        ax.text(x_end + (-0.02 if left else 0.02) * span, y, f"{name} ({rank:.2f})",
+                ha="right" if left else "left", va="center", fontsize=9)
+    for n, (i, j) in enumerate(cliques):
+        y = 0.22 + 0.15 * n
+        ax.hlines(y, r[i] - 0.03 * span, r[j] + 0.03 * span, color="black", lw=4)
+    ax.set_xlim(lo - 0.1 * span, hi + 0.1 * span)
+    ax.set_ylim(depth + 0.15, -0.8)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax.figure
