@@ -1,0 +1,311 @@
+"""What the methodology chapter shows, computed instead of typed: data, settings, models, compute.
+
+Chapter 4 of the book describes the experimental protocol (after the reporting practice of
+Demšar, JMLR 2006, and the heterogeneous-data protocol of Nazabal et al. 2020 / Javaloy et
+al. 2022). Every number in it comes from here:
+
+* datasets — the bundled tables read through :func:`mtvae.data.load` (rows, columns, type
+  counts, cells missing in the source, the MCAR rates the profile's studies use) and every
+  other dataset of the registry (shapes, split sizes, tensors), so a dataset added to the
+  registry appears without an edit;
+* schemas — per table the features of each type;
+* settings — the study dataclasses of a :class:`~mtvae.profiles.Profile`, found by
+  iterating its fields, so a new study appears on its own;
+* models — the parameter count of the models each study trains, built from its settings;
+* compute — the regeneration manifest and the run records under ``results/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from mtvae.data import Dataset, load
+from mtvae.data import available as available_datasets
+from mtvae.data.schema import FEATURE_TYPES, Feature
+from mtvae.data.tables import TABLES
+from mtvae.heads import make_head
+from mtvae.profiles import Profile, get_profile
+
+# Studies that use a dataset without naming it in their settings (the rest is found by
+# scanning the settings for dataset names). Extend when a study reads a fixed dataset.
+IMPLICIT_DATASETS: dict[str, tuple[str, ...]] = {
+    "vae": ("mnist5k", "ppca"), "vq": ("mnist5k",), "aux": ("mnist5k", "shapes"),
+    "multimodal": ("paired-digits",),
+}
+
+
+def _profile(profile: Profile | str) -> Profile:
+    return get_profile(profile) if isinstance(profile, str) else profile
+
+
+def studies(profile: Profile | str) -> dict[str, Any]:
+    """The study settings of a profile, ``{field name: dataclass}``, in declaration order."""
+    p = _profile(profile)
+    return {f.name: getattr(p, f.name) for f in dataclasses.fields(p)
+            if dataclasses.is_dataclass(getattr(p, f.name))}
+
+
+def study_title(settings: Any) -> str:
+    """First line of a study dataclass's docstring, e.g. "Settings of Chapter 1 (...)"."""
+    doc = inspect.getdoc(type(settings)) or type(settings).__name__
+    return doc.splitlines()[0].removeprefix("Settings of ").rstrip(".")
+
+
+@cache
+def _loaded(name: str) -> Dataset:
+    """A registry dataset with its default options; tables with no cell hidden (cached)."""
+    return load(name, missing_rate=0.0) if name in TABLES else load(name)
+
+
+def _leaves(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """``(setting name, value)`` for every scalar in nested settings (dicts, lists, tuples)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, str(k))
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            yield from _leaves(v, key)
+    else:
+        yield key, value
+
+
+def dataset_usage(profile: Profile | str) -> dict[str, dict[str, list[Any]]]:
+    """Per dataset: the studies that use it, their MCAR rates and their row caps.
+
+    A study uses a dataset when any of its settings (nested ones included) is the dataset's
+    name, or when :data:`IMPLICIT_DATASETS` says so; rates are the numbers under settings
+    whose name contains ``missing_rate``, caps those under ``max_rows``.
+    """
+    names = set(available_datasets())
+    usage: dict[str, dict[str, list[Any]]] = {}
+    for study, s in studies(profile).items():
+        leaves = list(_leaves(dataclasses.asdict(s)))
+        used = {v for _, v in leaves if isinstance(v, str) and v in names}
+        used |= set(IMPLICIT_DATASETS.get(study, ())) & names
+        rates = {float(v) for k, v in leaves if "missing_rate" in k
+                 and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        caps = {int(v) for k, v in leaves if k == "max_rows" and isinstance(v, int)}
+        for name in sorted(used):
+            entry = usage.setdefault(name, {"studies": [], "missing_rates": [], "max_rows": []})
+            entry["studies"].append(study)
+            entry["missing_rates"] = sorted(set(entry["missing_rates"]) | rates)
+            entry["max_rows"] = sorted(set(entry["max_rows"]) | caps)
+    return usage
+
+
+def _pct(values: list[float]) -> str:
+    return ", ".join(f"{100 * v:g}" for v in values) if values else "–"
+
+
+def table_summary(profile: Profile | str) -> pd.DataFrame:
+    """One row per bundled table, computed by loading it (no cell hidden)."""
+    usage = dataset_usage(profile)
+    rows = []
+    for name, table in TABLES.items():
+        ds = _loaded(name)
+        schema, n = ds.info["schema"], int(ds.info["n_rows"])
+        use = usage.get(name, {"studies": [], "missing_rates": [], "max_rows": []})
+        caps = sorted({min(n, int(c)) for c in use["max_rows"]}) or ([n] if use["studies"] else [])
+        rows.append({
+            "dataset": name, "rows": n, "columns": len(schema), **schema.type_counts(),
+            "missing in source (%)": 100 * ds.info["n_missing_source"] / (n * len(schema)),
+            "MCAR rates (%)": _pct(use["missing_rates"]),
+            "rows used": ", ".join(map(str, caps)) or "–",
+            "studies": ", ".join(use["studies"]) or "–", "source": table.source,
+        })
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+def source_missing(name: str) -> pd.Series:
+    """Fraction of each column's cells that are empty in the source table."""
+    ds = _loaded(name)
+    mask = torch.cat([s.tensors["mask"] for s in ds.splits().values()])
+    return pd.Series((1 - mask.mean(0)).tolist(), index=ds.info["schema"].names)
+
+
+def mcar_counts(name: str, rate: float, seed: int = 0) -> pd.DataFrame:
+    """Per column of a table: known cells, cells hidden by the MCAR mask, round(rate * known)."""
+    ds = load(name, missing_rate=rate, mask_seed=seed)
+    parts = ds.splits().values()
+    mask = torch.cat([s.tensors["mask"] for s in parts])
+    score = torch.cat([s.tensors["score"] for s in parts])
+    known = (mask + score).sum(0)
+    return pd.DataFrame({"known": known.long().tolist(), "hidden": score.sum(0).long().tolist(),
+                         "round(rate × known)": [round(rate * int(k)) for k in known]},
+                        index=pd.Index(ds.info["schema"].names, name="column"))
+
+
+def schema_listing() -> pd.DataFrame:
+    """Per table (rows) the features of each type (columns); ``cat`` shows ``name (k)``."""
+    def show(f: Feature) -> str:
+        return f"{f.name} ({f.k})" if f.type == "cat" else f.name
+
+    return pd.DataFrame({name: {t: ", ".join(show(f) for f in table.schema if f.type == t)
+                                or "–" for t in FEATURE_TYPES}
+                         for name, table in TABLES.items()}).T.rename_axis("dataset")
+
+
+def feature_types() -> pd.DataFrame:
+    """Per feature type: its likelihood head, what the head models, decoder outputs."""
+    rows = []
+    for t in FEATURE_TYPES:
+        head = make_head(Feature("x", t, 3 if t == "cat" else 1))
+        doc = (inspect.getdoc(type(head)) or "").splitlines()[0]
+        rows.append({"type": f"{t}(k)" if t == "cat" else t, "head": type(head).__name__,
+                     "likelihood": doc.split(":", 1)[-1].strip().rstrip("."),
+                     "decoder outputs": "k" if t == "cat" else head.n_params})
+    return pd.DataFrame(rows).set_index("type")
+
+
+def other_datasets(profile: Profile | str | None = None) -> pd.DataFrame:
+    """Every registry dataset that is not a bundled table, loaded with its defaults.
+
+    With a ``profile``, a ``studies`` column names the studies that use each dataset.
+    """
+    usage = dataset_usage(profile) if profile is not None else {}
+    rows = []
+    for name in available_datasets():
+        if name in TABLES:
+            continue
+        ds = _loaded(name)
+        x = ds.train.x
+        shape = "×".join(map(str, ds.x_shape))
+        extra = {k: "×".join(map(str, v.shape[1:])) or "scalar"
+                 for k, v in ds.train.tensors.items() if k != "x"}
+        rows.append({"dataset": name, "example": shape, "train": len(ds.train),
+                     "val": len(ds.val), "test": len(ds.test),
+                     "classes": ds.n_classes if ds.n_classes is not None else "–",
+                     "values": f"[{float(x.min()):.3g}, {float(x.max()):.3g}]",
+                     "other tensors": ", ".join(f"{k} ({v})" for k, v in extra.items()) or "–"})
+        if profile is not None:
+            rows[-1]["studies"] = ", ".join(usage.get(name, {}).get("studies", [])) or "–"
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+def split_text(name: str) -> str:
+    """``"4000/500/500"``: train/validation/test sizes of a dataset as loaded."""
+    return "/".join(str(len(s)) for s in _loaded(name).splits().values())
+
+
+# ------------------------------------------------------------------------------- models
+
+ModelBuilder = Callable[[Any], dict[str, nn.Module]]
+
+
+def _vae_models(s: Any) -> dict[str, nn.Module]:
+    from mtvae.models import VAE
+
+    return {"MLP VAE": VAE((1, 28, 28), s.latent_dim, hidden=s.hidden),
+            "conv VAE": VAE((1, 28, 28), s.latent_dim, arch="conv")}
+
+
+def _vq_models(s: Any) -> dict[str, nn.Module]:
+    from mtvae.models import VAE, Classifier, CodePrior
+    from mtvae.studies import vqvaes as V
+
+    study = V.Study(Profile("describe", "", vq=s), device="cpu")
+    vq = V.build_vq(V.vq_config(study, seed=0))
+    prior = V.prior_config(study, 0, {})
+    return {"VQ-VAE": vq,
+            "VQ-VAE + label head": V.build_vq(V.vq_config(study, seed=0, n_classes=10)),
+            "code prior": CodePrior(vq.num_codes, vq.grid, prior["d_model"], prior["layers"],
+                                    prior["heads"], prior["dropout"]),
+            "grid VAE": VAE((1, 28, 28), 49 * s.code_dim, arch="grid"),
+            "classifier": Classifier()}
+
+
+def _hetero_models(s: Any) -> dict[str, nn.Module]:
+    from mtvae.models import HeteroVAE
+
+    return {f"HeteroVAE ({d})": HeteroVAE(TABLES[d].schema, hidden=s.hidden, depth=s.depth)
+            for d in s.datasets if d in TABLES}
+
+
+# Study field -> the models it trains. Add an entry when a study brings a new model. The
+# ``grid`` study (Chapter 5) trains Chapter 3's network on its own tables.
+MODEL_BUILDERS: dict[str, ModelBuilder] = {
+    "vae": _vae_models, "vq": _vq_models, "hetero": _hetero_models, "grid": _hetero_models,
+}
+
+
+def n_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_summary(profile: Profile | str) -> pd.DataFrame:
+    """One row per model of every study that has a builder: parameters, latent size, parts."""
+    rows = []
+    for study, s in studies(profile).items():
+        if study not in MODEL_BUILDERS:
+            continue
+        torch.manual_seed(0)
+        for name, model in MODEL_BUILDERS[study](s).items():
+            parts = ", ".join(f"{k} {n_parameters(m):,}" for k, m in model.named_children()
+                              if n_parameters(m))
+            latent = getattr(model, "latent_dim", None)
+            rows.append({"study": study, "model": name, "parameters": n_parameters(model),
+                         "latent": latent if latent is not None else "–", "parts": parts})
+    return pd.DataFrame(rows).set_index(["study", "model"])
+
+
+def studies_without_models(profile: Profile | str) -> list[str]:
+    return [s for s in studies(profile) if s not in MODEL_BUILDERS]
+
+
+def grid_table(profile: Profile | str) -> pd.DataFrame:
+    """Per named experiment grid and block: its axes (with their sizes) and its run count."""
+    from mtvae.experiments import available_grids, get_grid
+
+    rows = []
+    for name in available_grids():
+        spec = get_grid(name, _profile(profile).name)
+        for block in spec.blocks:
+            rows.append({"grid": spec.name, "kind": block.kind, "runs": len(block.runs()),
+                         "axes": " × ".join(f"{k} ({len(v)})" for k, v in block.axes.items())})
+    return pd.DataFrame(rows, columns=["grid", "kind", "runs", "axes"]).set_index(
+        ["grid", "kind"])
+
+
+# ------------------------------------------------------------------------------ compute
+
+
+def compute_table(manifest: dict[str, Any]) -> pd.DataFrame:
+    """Per executed chapter: profile, device, wall minutes and the run records it read."""
+    rows = {}
+    for chapter, c in manifest.get("chapters", {}).items():
+        rows[chapter] = {"profile": c.get("profile"), "device": c.get("device"),
+                         "device name": c.get("device_name"),
+                         "wall (min)": c.get("wall_seconds", 0.0) / 60,
+                         "run records": c.get("run_records", 0),
+                         "record compute (min)": c.get("run_records_seconds", 0.0) / 60}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("chapter")
+
+
+def records_table(root: str | Path, profile: str) -> pd.DataFrame:
+    """Per folder ``results/<grid>-<profile>``: records (failed ones), compute, devices."""
+    rows = {}
+    for folder in sorted(Path(root).glob(f"*-{profile}")):
+        seconds, devices, count, failed = 0.0, set(), 0, 0
+        for path in folder.rglob("*.json"):
+            record = json.loads(path.read_text())
+            seconds += float(record.get("timings", {}).get("seconds", 0.0))
+            devices.add(str(record.get("device", "?")))
+            failed += record.get("status") == "failed"
+            count += 1
+        if count:
+            rows[folder.name] = {"records": count, "failed": failed,
+                                 "compute (min)": seconds / 60,
+                                 "devices": ", ".join(sorted(devices))}
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=["records", "failed", "compute (min)", "devices"]
+                                  ).rename_axis("results folder")
