@@ -100,12 +100,61 @@ class HeteroStudy:
 
 
 @dataclass(frozen=True)
+class AuxStudy:
+    """Settings of Chapter 3, "Auxiliary tasks" (VAE + supervised heads; owner: studies/auxiliary.py)."""
+
+    latent_dim: int = 16
+    hidden: tuple[int, ...] = (512, 256)
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 40
+    patience: int = 8
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    label_fractions: tuple[float, ...] = (1.0, 0.1, 0.01)
+    methods: tuple[str, ...] = ("sum", "pcgrad", "imtl-g")
+
+
+@dataclass(frozen=True)
+class MultimodalStudy:
+    """Settings of Chapter 3, "Multimodal VAEs" (owner: studies/multimodal.py)."""
+
+    latent_dim: int = 20
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 40
+    patience: int = 8
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    fusions: tuple[str, ...] = ("poe", "moe", "mopoe")
+    methods: tuple[str, ...] = ("sum", "imtl-g")
+
+
+@dataclass(frozen=True)
+class HierStudy:
+    """Settings of Chapter 3, "Hierarchical VAEs and per-layer rates" (owner: studies/hierarchical.py)."""
+
+    datasets: tuple[str, ...] = ("mnist5k", "shapes")
+    z1_dim: int = 16
+    z2_dim: int = 8
+    hidden: tuple[int, ...] = (512, 256)
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 40
+    patience: int = 8
+    seeds: tuple[int, ...] = (0, 1, 2)
+    betas1: tuple[float, ...] = (0.25, 1.0, 4.0)
+    betas2: tuple[float, ...] = (0.25, 1.0, 4.0)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     vae: VAEStudy = field(default_factory=VAEStudy)
     vq: VQStudy = field(default_factory=VQStudy)
     hetero: HeteroStudy = field(default_factory=HeteroStudy)
+    aux: AuxStudy = field(default_factory=AuxStudy)
+    multimodal: MultimodalStudy = field(default_factory=MultimodalStudy)
+    hier: HierStudy = field(default_factory=HierStudy)
 
 
 PROFILES: dict[str, Profile] = {
@@ -130,6 +179,11 @@ PROFILES: dict[str, Profile] = {
             seeds=(0,), steps=40, patience_steps=40, monitor_every=2,
             space_methods=("upgrad", "upgrad@parameter"), space_datasets=("wine",),
         ),
+        aux=AuxStudy(epochs=2, patience=2, seeds=(0,), label_fractions=(1.0, 0.1),
+                     methods=("sum", "pcgrad")),
+        multimodal=MultimodalStudy(epochs=2, patience=2, seeds=(0,), fusions=("poe", "mopoe"),
+                                   methods=("sum", "imtl-g")),
+        hier=HierStudy(epochs=2, patience=2, seeds=(0,), betas1=(1.0, 4.0), betas2=(1.0,)),
     ),
     "full": Profile(
         name="full",
