@@ -101,7 +101,7 @@ class HeteroStudy:
 
 @dataclass(frozen=True)
 class AuxStudy:
-    """Settings of Chapter 3, "Auxiliary tasks" (VAE + supervised heads; owner: studies/auxiliary.py)."""
+    """Settings of Chapter 3, "Auxiliary tasks" (VAE + supervised heads)."""
 
     latent_dim: int = 16
     hidden: tuple[int, ...] = (512, 256)
@@ -116,7 +116,7 @@ class AuxStudy:
 
 @dataclass(frozen=True)
 class MultimodalStudy:
-    """Settings of Chapter 3, "Multimodal VAEs" (owner: studies/multimodal.py)."""
+    """Settings of Chapter 3, "Multimodal VAEs"."""
 
     latent_dim: int = 20
     batch_size: int = 100
@@ -130,7 +130,7 @@ class MultimodalStudy:
 
 @dataclass(frozen=True)
 class HierStudy:
-    """Settings of Chapter 3, "Hierarchical VAEs and per-layer rates" (owner: studies/hierarchical.py)."""
+    """Settings of Chapter 3, "Hierarchical VAEs and per-layer rates"."""
 
     datasets: tuple[str, ...] = ("mnist5k", "shapes")
     z1_dim: int = 16
