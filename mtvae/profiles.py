@@ -125,6 +125,65 @@ class GridStudy:
 
 
 @dataclass(frozen=True)
+class AuxStudy:
+    """Settings of Chapter 3, "Auxiliary tasks" (VAE + supervised heads)."""
+
+    latent_dim: int = 16
+    hidden: tuple[int, ...] = (256, 128)
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 20  # 70 runs in about 8 CPU minutes (one thread)
+    patience: int = 5
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    label_fractions: tuple[float, ...] = (1.0, 0.1, 0.01)
+    methods: tuple[str, ...] = ("sum", "pcgrad", "imtl-g")
+    label_weight: float = 1.0
+    train_size: int | None = None  # MNIST-5k training images (None: all 4000)
+    shapes_n: int = 6000
+    eval_samples: int = 10  # posterior samples averaged in the test negative ELBO
+
+
+@dataclass(frozen=True)
+class MultimodalStudy:
+    """Settings of Chapter 3, "Multimodal VAEs" (paired MNIST / 8x8 digit / label)."""
+
+    latent_dim: int = 20
+    hidden: int = 256
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 20  # 30 runs in about 9 CPU minutes (one thread)
+    patience: int = 5
+    train_size: int | None = None
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    fusions: tuple[str, ...] = ("poe", "moe", "mopoe")
+    methods: tuple[str, ...] = ("sum", "imtl-g")
+    monitor_every: int = 10
+    digit_classifier_epochs: int = 30
+    n_samples: int = 1000
+    loglik_samples: int = 10
+
+
+@dataclass(frozen=True)
+class HierStudy:
+    """Settings of Chapter 3, "Hierarchical VAEs and per-layer rates"."""
+
+    datasets: tuple[str, ...] = ("mnist5k", "shapes")
+    z1_dim: int = 16
+    z2_dim: int = 8
+    hidden: tuple[int, ...] = (256, 128)
+    batch_size: int = 100
+    lr: float = 2e-3
+    epochs: int = 20
+    patience: int = 5
+    train_size: int | None = None  # MNIST-5k training images (None: all 4000)
+    shapes_n: int = 6000  # shapes rendered (split 2/3 : 1/6 : 1/6)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    betas1: tuple[float, ...] = (0.25, 1.0, 4.0)
+    betas2: tuple[float, ...] = (0.25, 1.0, 4.0)
+    moo_methods: tuple[str, ...] = ("pcgrad",)  # rates as MOO tasks, at beta1 = beta2 = 1
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -132,6 +191,9 @@ class Profile:
     vq: VQStudy = field(default_factory=VQStudy)
     hetero: HeteroStudy = field(default_factory=HeteroStudy)
     grid: GridStudy = field(default_factory=GridStudy)
+    aux: AuxStudy = field(default_factory=AuxStudy)
+    multimodal: MultimodalStudy = field(default_factory=MultimodalStudy)
+    hier: HierStudy = field(default_factory=HierStudy)
 
 
 PROFILES: dict[str, Profile] = {
@@ -160,6 +222,15 @@ PROFILES: dict[str, Profile] = {
             datasets=("wine", "labour"), methods=("sum", "pcgrad"), missing_rates=(0.1, 0.5),
             seeds=(0,), max_rows=400, steps=30, patience_steps=30, monitor_every=2,
         ),
+        aux=AuxStudy(epochs=1, patience=1, seeds=(0,), label_fractions=(1.0, 0.1),
+                     methods=("sum", "pcgrad"), train_size=1000, shapes_n=900,
+                     eval_samples=2),
+        multimodal=MultimodalStudy(epochs=2, patience=2, train_size=1000, seeds=(0,),
+                                   fusions=("poe", "mopoe"), methods=("sum", "imtl-g"),
+                                   digit_classifier_epochs=3, n_samples=200,
+                                   loglik_samples=2),
+        hier=HierStudy(hidden=(128, 64), epochs=2, patience=2, train_size=500, shapes_n=900,
+                       seeds=(0,), betas1=(1.0, 4.0), betas2=(1.0, 4.0)),
     ),
     "full": Profile(
         name="full",

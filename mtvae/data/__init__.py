@@ -11,8 +11,10 @@ from functools import partial
 
 from mtvae.data.base import Batch, Dataset, Split
 from mtvae.data.images import load_digits, load_mnist5k
+from mtvae.data.paired import load_paired_digits as load_paired_digits
 from mtvae.data.ppca import PPCAModel, linear_gaussian_log_marginal, make_ppca
 from mtvae.data.schema import FEATURE_TYPES, Feature, Schema
+from mtvae.data.shapes import load_shapes
 from mtvae.data.tables import TABLES, load_table
 from mtvae.data.tabular import (
     TabularScaler,
@@ -26,6 +28,8 @@ from mtvae.errors import check_choice
 _REGISTRY: dict[str, Callable[..., Dataset]] = {
     "mnist5k": load_mnist5k,
     "digits": load_digits,
+    "paired-digits": load_paired_digits,
+    "shapes": load_shapes,
     "ppca": lambda **kw: make_ppca(**kw)[0],
     **{name: partial(load_table, name) for name in TABLES},
 }
@@ -59,6 +63,7 @@ __all__ = [
     "load",
     "load_digits",
     "load_mnist5k",
+    "load_shapes",
     "load_table",
     "make_ppca",
     "mcar_mask",

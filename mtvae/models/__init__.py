@@ -3,6 +3,9 @@
 from mtvae.models.capacity import CapacityVAE
 from mtvae.models.classifier import Classifier
 from mtvae.models.hetero import HeteroVAE
+from mtvae.models.hierarchical import HierarchicalVAE as HierarchicalVAE
+from mtvae.models.multimodal import MultimodalVAE as MultimodalVAE
+from mtvae.models.multitask import MultitaskVAE as MultitaskVAE
 from mtvae.models.prior import CodePrior
 from mtvae.models.vae import VAE
 from mtvae.models.vqvae import VQVAE

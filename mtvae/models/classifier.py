@@ -18,20 +18,29 @@ from torch import Tensor, nn
 from mtvae.errors import MTVAEError
 from mtvae.terms import Terms
 
+SIDES = (28, 8)  # MNIST images and scikit-learn's 8x8 digits
+
 
 class Classifier(nn.Module):
-    """Two conv + max-pool stages and an MLP head for ``[B, 1, 28, 28]`` images."""
+    """Two conv + max-pool stages and an MLP head for ``[B, 1, 28, 28]`` (or 8x8) images.
+
+    The two pooling stages divide the side by 4 (28 -> 7, 8 -> 2); the 28x28 network is the
+    one chapter 2 trained (same layers, same order, so the same seed gives the same weights).
+    """
 
     def __init__(self, x_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10,
                  channels: int = 16, hidden: int = 128, dropout: float = 0.25) -> None:
         super().__init__()
-        if tuple(x_shape[-2:]) != (28, 28):
-            raise MTVAEError(f"the classifier expects 28x28 images, got shape {tuple(x_shape)}")
+        side = int(x_shape[-1])
+        if tuple(x_shape[-2:]) not in {(s, s) for s in SIDES}:
+            raise MTVAEError(f"the classifier expects 28x28 or 8x8 images, got shape "
+                             f"{tuple(x_shape)}; resize the images to one of these")
         c = channels
         self.net = nn.Sequential(
             nn.Conv2d(x_shape[0], c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * c * 49, hidden), nn.ReLU(),
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * c * (side // 4) ** 2, hidden),
+            nn.ReLU(),
             nn.Linear(hidden, n_classes),
         )
 

@@ -1,0 +1,254 @@
+"""Chapter 3 experiments: per-layer rates of a two-layer hierarchical VAE.
+
+After Xiao & Bamler (ICLR 2023, "Trading information between latents in hierarchical
+VAEs"): a (beta1, beta2) grid weights the rate of the lower layer z1 and of the top layer z2
+separately. Each run (dataset, beta1, beta2, seed) reports the test distortion, the rate of
+each layer in nats, the negative ELBO, the active units of each layer and the accuracy of
+linear probes on each layer's posterior means (MNIST-5k: the digit; shapes: each of the
+five generative factors). :func:`variance_explained` then asks how much of the variation of
+a downstream score across the grid the two rates explain, compared with the two betas.
+Every run goes through :func:`mtvae.results.cached_run`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mtvae.data import Dataset, load
+from mtvae.models import HierarchicalVAE
+from mtvae.models.hierarchical import Codes
+from mtvae.probes import linear_probe
+from mtvae.profiles import HierStudy
+from mtvae.results import cache_dir, cached_run, run_id
+from mtvae.studies.base import ChapterStudy
+from mtvae.train import fit
+
+LAYERS = ("z1", "z2", "both")
+ACTIVE_THRESHOLD = 0.01  # Var_x(E[z_d | x]) above it: an active unit (Burda et al. 2016)
+
+
+class Study(ChapterStudy):
+    """Shared context of the section's runs."""
+
+    chapter = "03"
+
+    @property
+    def s(self) -> HierStudy:
+        return self.profile.hier
+
+    def data(self, name: str) -> Dataset:
+        """MNIST-5k or shapes, dynamically binarised (Bernoulli likelihood)."""
+        if name not in self._data:
+            opts: dict[str, Any] = {"binarize": "dynamic"}
+            if name == "shapes":
+                opts["n"] = self.s.shapes_n
+            elif self.s.train_size is not None:
+                opts["train_size"] = self.s.train_size
+            self._data[name] = load(name, **opts)
+        return self._data[name]
+
+    def targets(self, name: str) -> tuple[str, ...]:
+        """What the probes predict: the digit, or each generative factor of shapes."""
+        info = self.data(name).info
+        return tuple(info["factor_names"]) if "factor_names" in info else ("digit",)
+
+    def labels(self, name: str, split: str) -> dict[str, torch.Tensor]:
+        part = self.data(name).splits()[split]
+        if "factors" in part.tensors:
+            return {t: part.tensors["factors"][:, j] for j, t in enumerate(self.targets(name))}
+        return {"digit": part.y}
+
+    def chance(self, name: str) -> dict[str, float]:
+        """Accuracy of always predicting the training split's most frequent class."""
+        train, test = self.labels(name, "train"), self.labels(name, "test")
+        return {t: float((test[t] == torch.mode(train[t]).values).float().mean())
+                for t in train}
+
+    def config(self, dataset: str, beta1: float, beta2: float, seed: int,
+               method: str = "sum") -> dict[str, Any]:
+        s = self.s
+        return {"dataset": dataset, "beta1": float(beta1), "beta2": float(beta2),
+                "seed": seed, "method": method, "z1_dim": s.z1_dim, "z2_dim": s.z2_dim,
+                "hidden": list(s.hidden), "batch_size": s.batch_size, "lr": s.lr,
+                "epochs": s.epochs, "patience": s.patience, "train_size": s.train_size,
+                "shapes_n": s.shapes_n, "likelihood": "bernoulli", "binarize": "dynamic",
+                "device": self.device}
+
+    def run(self, dataset: str, beta1: float, beta2: float, seed: int,
+            method: str = "sum") -> dict[str, Any]:
+        """Train (or load) one hierarchical VAE and score it on the test split.
+
+        ``method`` other than ``"sum"`` trains with the rates as MOO tasks.
+        """
+        cfg = self.config(dataset, beta1, beta2, seed, method)
+        return cached_run(self.grid, "hier", cfg, lambda: self._compute(cfg),
+                          device=self.device)
+
+    def model(self, cfg: dict[str, Any]) -> HierarchicalVAE:
+        data = self.data(cfg["dataset"])
+        return HierarchicalVAE(data.x_shape, cfg["z1_dim"], cfg["z2_dim"],
+                               hidden=tuple(cfg["hidden"]), beta1=cfg["beta1"],
+                               beta2=cfg["beta2"], likelihood=cfg["likelihood"],
+                               rate_tasks=cfg["method"] != "sum")
+
+    def _compute(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        data = self.data(cfg["dataset"])
+        torch.manual_seed(cfg["seed"])
+        model = self.model(cfg)
+        ckpt = cache_dir() / self.grid / f"{run_id('hier', cfg)}.pt"
+        tag = f"β1={cfg['beta1']:g} β2={cfg['beta2']:g}"
+        result = fit(model, data, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                     lr=cfg["lr"], patience=cfg["patience"], seed=cfg["seed"],
+                     device=self.device, combiner=cfg["method"], checkpoint=ckpt,
+                     progress=self.progress,
+                     desc=f"{cfg['dataset']} {tag} {cfg['method']} seed={cfg['seed']}")
+        model.cpu().eval()
+        parts = _test_parts(model, data)
+        train_codes, test_codes = _codes(model, data.train.x), _codes(model, data.test.x)
+        y_train, y_test = self.labels(cfg["dataset"], "train"), self.labels(cfg["dataset"], "test")
+        probes = {layer: {t: linear_probe(train_codes[layer], y_train[t], test_codes[layer],
+                                          y_test[t]) for t in y_train} for layer in LAYERS}
+        return {**parts,
+                "active_z1": int((test_codes["z1"].var(0) > ACTIVE_THRESHOLD).sum()),
+                "active_z2": int((test_codes["z2"].var(0) > ACTIVE_THRESHOLD).sum()),
+                "probe": probes, "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch, "best_val_loss": result.best_val,
+                "train_seconds": result.seconds}
+
+    def grid_runs(self) -> pd.DataFrame:
+        """Every (dataset, beta1, beta2, seed) of the grid, trained with the plain sum."""
+        s = self.s
+        return runs_frame([self.run(ds, b1, b2, seed) for ds in s.datasets for b1 in s.betas1
+                           for b2 in s.betas2 for seed in s.seeds])
+
+    def moo_runs(self) -> pd.DataFrame:
+        """beta1 = beta2 = 1 trained with the plain sum and with each MOO method (rates as
+        tasks), per dataset and seed."""
+        s = self.s
+        return runs_frame([self.run(ds, 1.0, 1.0, seed, m) for ds in s.datasets
+                           for m in ("sum", *s.moo_methods) for seed in s.seeds])
+
+
+@torch.no_grad()
+def _test_parts(model: HierarchicalVAE, data: Dataset) -> dict[str, float]:
+    """Mean test distortion, rate per layer and negative ELBO in nats (one sample, seed 0)."""
+    torch.manual_seed(0)
+    sums = np.zeros(3)
+    for batch in data.test.batches(500):
+        sums += [float(p.sum()) for p in model.elbo_parts(batch["x"])]
+    d, r1, r2 = sums / len(data.test)
+    return {"distortion": d, "kl1": r1, "kl2": r2, "rate": r1 + r2, "nelbo": d + r1 + r2}
+
+
+@torch.no_grad()
+def _codes(model: HierarchicalVAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Posterior means of each layer and of both, concatenated."""
+    codes: list[Codes] = [model.encode(b) for b in x.split(500)]
+    z1, z2 = torch.cat([c.z1 for c in codes]), torch.cat([c.z2 for c in codes])
+    return {"z1": z1, "z2": z2, "both": torch.cat([z1, z2], dim=1)}
+
+
+def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: config, test metrics and one ``acc_<layer>_<target>`` per probe."""
+    rows = []
+    for rec in records:
+        cfg, m = rec["config"], rec["metrics"]
+        row = {k: cfg[k] for k in ("dataset", "beta1", "beta2", "seed", "method")}
+        row |= {k: m[k] for k in ("distortion", "kl1", "kl2", "rate", "nelbo", "active_z1",
+                                  "active_z2", "epochs_run")}
+        row |= {f"acc_{layer}_{t}": a for layer, accs in m["probe"].items()
+                for t, a in accs.items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def add_probe_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add ``probe_<layer>``: the digit accuracy (MNIST-5k) or the mean accuracy over the
+    generative factors (shapes) of the probe on that layer."""
+    out = runs.copy()
+    for layer in LAYERS:
+        cols = [c for c in runs.columns if c.startswith(f"acc_{layer}_")]
+        out[f"probe_{layer}"] = runs[cols].mean(axis=1)  # each run has its own targets only
+    return out
+
+
+def summary(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Mean and sd over seeds of ``columns`` per dataset, method, beta1 and beta2."""
+    keys = ["dataset", "method", "beta1", "beta2"]
+    g = runs.groupby(keys, sort=False)[columns]
+    return g.mean().join(g.std(ddof=1), rsuffix="_sd").reset_index()
+
+
+def layer_factors(runs: pd.DataFrame, dataset: str = "shapes") -> pd.DataFrame:
+    """Long table of probe accuracy per (beta1, beta2, seed, layer, target) of one dataset."""
+    cols = [c for c in runs.columns if c.startswith("acc_")]
+    sub = runs[runs.dataset == dataset].melt(id_vars=["beta1", "beta2", "seed"],
+                                             value_vars=cols, value_name="accuracy")
+    parts = sub.variable.str.split("_", n=2, expand=True)
+    return (sub.assign(layer=parts[1], target=parts[2]).drop(columns="variable")
+            .dropna(subset=["accuracy"]).reset_index(drop=True))
+
+
+def layer_accuracy(runs: pd.DataFrame, chance: dict[str, float], beta1: float, beta2: float,
+                   dataset: str = "shapes") -> pd.DataFrame:
+    """Mean probe accuracy over seeds per target (rows) and layer (z1, z2, both) in one cell
+    of the grid, next to the ``chance`` accuracy of each target."""
+    lf = layer_factors(runs, dataset)
+    at = lf[(lf.beta1 == beta1) & (lf.beta2 == beta2)]
+    acc = at.groupby(["target", "layer"]).accuracy.mean().unstack("layer")
+    acc = acc.reindex(index=list(chance), columns=list(LAYERS))
+    return acc.assign(chance=pd.Series(chance))
+
+
+def _r2(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """In-sample R^2 of OLS (with intercept) and its leave-one-group-out CV R^2."""
+    design = np.column_stack([np.ones(len(y)), x])
+    tss = float(((y - y.mean()) ** 2).sum())
+    if tss <= 0 or len(y) <= design.shape[1]:
+        return math.nan, math.nan
+    fit_all = np.linalg.lstsq(design, y, rcond=None)[0]
+    in_sample = 1 - float(((y - design @ fit_all) ** 2).sum()) / tss
+    press = 0.0
+    for g in np.unique(groups):
+        out = groups == g
+        if (~out).sum() <= design.shape[1]:
+            return in_sample, math.nan
+        coef = np.linalg.lstsq(design[~out], y[~out], rcond=None)[0]
+        press += float(((y[out] - design[out] @ coef) ** 2).sum())
+    return in_sample, 1 - press / tss
+
+
+FEATURE_SETS = {"betas": ("log_beta1", "log_beta2"), "rates": ("kl1", "kl2"),
+                "log rates": ("log1p_kl1", "log1p_kl2"),
+                "rates + betas": ("kl1", "kl2", "log_beta1", "log_beta2")}
+
+
+def variance_explained(runs: pd.DataFrame, score: str) -> pd.DataFrame:
+    """How much of the variance of ``score`` over the grid's runs each feature set explains.
+
+    Per dataset, an ordinary least-squares fit of ``score`` on (log beta1, log beta2), on
+    the two test rates (R1, R2), on (log(1 + R1), log(1 + R2)) — a concave encoding, since
+    accuracy saturates as a rate grows — and on the rates and the weights together, each
+    with an intercept. ``r2`` is the
+    in-sample R^2; ``cv_r2`` leaves out one (beta1, beta2) cell at a time (all its seeds),
+    fits on the other cells and scores the held-out cell, so it measures how well the
+    features predict a setting that was not seen. If downstream performance is a function
+    of the rates (Xiao & Bamler 2023), the rates should predict at least as well as the
+    betas, and adding the betas to the rates should add little.
+    """
+    rows = []
+    for ds, sub in runs[runs.method == "sum"].groupby("dataset", sort=False):
+        sub = sub.assign(log_beta1=np.log(sub.beta1), log_beta2=np.log(sub.beta2),
+                         log1p_kl1=np.log1p(sub.kl1), log1p_kl2=np.log1p(sub.kl2))
+        groups = (sub.beta1.astype(str) + "/" + sub.beta2.astype(str)).to_numpy()
+        y = sub[score].to_numpy(dtype=float)
+        for name, feats in FEATURE_SETS.items():
+            r2, cv = _r2(sub[list(feats)].to_numpy(dtype=float), y, groups)
+            rows.append({"dataset": ds, "score": score, "features": name, "r2": r2,
+                         "cv_r2": cv, "n_runs": len(y)})
+    return pd.DataFrame(rows)
