@@ -231,10 +231,39 @@ def _hetero_models(s: Any) -> dict[str, nn.Module]:
             for d in s.datasets if d in TABLES}
 
 
+def _aux_models(s: Any) -> dict[str, nn.Module]:
+    from mtvae.data.shapes import FACTOR_NAMES, FACTOR_SIZES
+    from mtvae.models import MultitaskVAE
+    from mtvae.models.multitask import factor_targets
+
+    targets = factor_targets(list(FACTOR_NAMES), list(FACTOR_NAMES))
+    sizes = dict(zip(FACTOR_NAMES, FACTOR_SIZES, strict=True))
+    return {"VAE + label head": MultitaskVAE((1, 28, 28), s.latent_dim, {"y_digit": 10},
+                                             targets={"y_digit": "y"}, hidden=s.hidden),
+            "VAE + factor heads": MultitaskVAE((1, 28, 28), s.latent_dim,
+                                               {k: int(sizes[k[2:]]) for k in targets},
+                                               targets=targets, hidden=s.hidden)}
+
+
+def _multimodal_models(s: Any) -> dict[str, nn.Module]:
+    from mtvae.models import MultimodalVAE
+
+    return {f"multimodal VAE ({f})": MultimodalVAE(s.latent_dim, f, hidden=s.hidden)
+            for f in s.fusions}
+
+
+def _hier_models(s: Any) -> dict[str, nn.Module]:
+    from mtvae.models import HierarchicalVAE
+
+    return {"hierarchical VAE": HierarchicalVAE((1, 28, 28), s.z1_dim, s.z2_dim,
+                                                hidden=tuple(s.hidden))}
+
+
 # Study field -> the models it trains. Add an entry when a study brings a new model. The
 # ``grid`` study (Chapter 5) trains Chapter 3's network on its own tables.
 MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "vae": _vae_models, "vq": _vq_models, "hetero": _hetero_models, "grid": _hetero_models,
+    "aux": _aux_models, "multimodal": _multimodal_models, "hier": _hier_models,
 }
 
 
