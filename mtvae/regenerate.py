@@ -111,15 +111,23 @@ def execute_chapter(chapter: Chapter, out_dir: Path, parameters: dict[str, objec
     return wall
 
 
+GRID_CHAPTER = "05"  # the chapter that reports the experiment grids
+
+
 def record_compute(results: Path, chapter: Chapter, profile: str) -> dict[str, float]:
     """Run records a chapter read (``results/chNN-<profile>/``) and the compute they took.
 
     A re-executed chapter loads finished runs instead of repeating them, so its wall time
     alone would hide what the numbers cost; the records keep each run's own time.
     """
-    folder = results / f"ch{chapter.number}-{profile}"
+    folders = [results / f"ch{chapter.number}-{profile}"]
+    if chapter.number == GRID_CHAPTER:  # the results chapter reads the named grids too
+        from mtvae.experiments import available_grids
+
+        folders += [results / f"{name}-{profile}" for name in available_grids()]
     seconds, count = 0.0, 0
-    for path in folder.rglob("*.json") if folder.is_dir() else ():
+    paths = [p for f in folders if f.is_dir() for p in f.rglob("*.json")]
+    for path in paths:
         with open(path) as fh:
             seconds += float(json.load(fh).get("timings", {}).get("seconds", 0.0))
         count += 1
