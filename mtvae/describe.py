@@ -317,7 +317,9 @@ def compute_table(manifest: dict[str, Any]) -> pd.DataFrame:
                          "wall (min)": c.get("wall_seconds", 0.0) / 60,
                          "run records": c.get("run_records", 0),
                          "record compute (min)": c.get("run_records_seconds", 0.0) / 60}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("chapter")
+    columns = ["profile", "device", "device name", "wall (min)", "run records",
+               "record compute (min)"]  # also when no chapter has run yet (no manifest)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("chapter")
 
 
 def records_table(root: str | Path, profile: str) -> pd.DataFrame:
