@@ -235,7 +235,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "full": Profile(
         name="full",
-        description="the thesis numbers, all seeds and budgets: 25-35 min a chapter on 2 CPUs",
+        description=("the thesis numbers, all seeds and budgets: 25-50 CPU minutes a chapter; "
+                     "the Chapter 5 grid about 35 min with 2 workers on 2 CPUs"),
     ),
 }
 
