@@ -15,6 +15,9 @@ column per method, lower is better unless told otherwise.
 * :func:`wilcoxon_holm` compares every method with one reference by the Wilcoxon
   signed-rank test over blocks and corrects the p-values with Holm's step-down procedure
   (:func:`holm`).
+* :func:`paired_comparison` is the per-seed view used inside one setting: each method against
+  a reference run with the same seed (same data, mask and initialisation), as mean gain, its
+  spread and the number of seeds won.
 
 Degenerate inputs give documented results rather than crashes: a block in which all methods
 tie contributes equal ranks; if every block is one big tie, the Friedman statistic is 0
@@ -196,3 +199,43 @@ def wilcoxon_holm(table: pd.DataFrame, reference: str, alpha: float = 0.05,
     out["p_holm"] = holm(out.p_value.to_numpy())
     out["significant"] = out.p_holm < alpha
     return out
+
+
+# -- paired comparisons over seeds -------------------------------------------------------
+@dataclass(frozen=True)
+class Metric:
+    """A column of run results, how to name it, and which direction is better."""
+
+    column: str
+    label: str
+    higher_is_better: bool
+
+
+def paired_comparison(df: pd.DataFrame, metric: Metric, by: Sequence[str] = (),
+                      method: str = "method", reference: str = "sum",
+                      pair: Sequence[str] = ("seed",)) -> pd.DataFrame:
+    """Per ``by`` group and method: reference and method means, paired gain, sd, wins, n.
+
+    The gain is ``method - reference`` when higher is better and ``reference - method``
+    otherwise, so a positive gain always means the MOO method did better.
+    """
+    missing = [c for c in (metric.column, method, *by, *pair) if c not in df.columns]
+    if missing:
+        raise MTVAEError(f"columns {missing} are not in the runs (they have "
+                         f"{', '.join(map(str, df.columns))})")
+    wide = df.pivot_table(index=[*by, *pair], columns=method, values=metric.column)
+    if reference not in wide.columns:
+        raise MTVAEError(f"no {reference!r} runs to compare with; methods: {list(wide.columns)}")
+    rows = []
+    for m in [c for c in wide.columns if c != reference]:
+        diff = (wide[m] - wide[reference]) * (1 if metric.higher_is_better else -1)
+        both = pd.DataFrame({"diff": diff, "ref": wide[reference], "value": wide[m]}).dropna()
+        groups = both.groupby(level=list(by)) if by else [((), both)]
+        for key, g in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            rows.append({**dict(zip(by, key, strict=True)), "method": m,
+                         "metric": metric.label, "reference": float(g.ref.mean()),
+                         "value": float(g.value.mean()), "gain": float(g["diff"].mean()),
+                         "sd": float(g["diff"].std(ddof=1)) if len(g) > 1 else np.nan,
+                         "wins": int((g["diff"] > 0).sum()), "n": len(g)})
+    return pd.DataFrame(rows)

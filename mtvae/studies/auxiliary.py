@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mtvae.data import Dataset, load
+from mtvae.data import Dataset
 from mtvae.data.semisup import with_label_fraction
 from mtvae.data.shapes import FACTOR_NAMES
 from mtvae.models import VAE, MultitaskVAE
@@ -29,7 +29,7 @@ from mtvae.models.multitask import Target, factor_targets
 from mtvae.probes import linear_probe
 from mtvae.profiles import AuxStudy
 from mtvae.results import cache_dir, cached_run, run_id
-from mtvae.studies.base import ChapterStudy
+from mtvae.studies.base import ChapterStudy, binarized_images
 from mtvae.train import fit
 
 DATASETS = ("mnist5k", "shapes")
@@ -48,10 +48,7 @@ class Study(ChapterStudy):
     def data(self, name: str) -> Dataset:
         """MNIST-5k or shapes, dynamically binarised (Bernoulli likelihood)."""
         if name not in self._data:
-            if name == "mnist5k":
-                self._data[name] = load(name, binarize="dynamic", train_size=self.s.train_size)
-            else:
-                self._data[name] = load(name, binarize="dynamic", n=self.s.shapes_n)
+            self._data[name] = binarized_images(name, self.s.train_size, self.s.shapes_n)
         return self._data[name]
 
     def fractions(self, dataset: str) -> tuple[float, ...]:

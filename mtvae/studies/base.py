@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from mtvae.data import Dataset
+from mtvae.data import Dataset, load
 from mtvae.device import resolve_device
 from mtvae.profiles import Profile, get_profile
 
@@ -29,3 +29,11 @@ class ChapterStudy:
     def grid(self) -> str:
         """The folder of this chapter's run records: ``chNN-<profile>``."""
         return f"ch{self.chapter}-{self.profile.name}"
+
+
+def binarized_images(name: str, train_size: int | None, shapes_n: int) -> Dataset:
+    """MNIST-5k (optionally a stratified training subset) or ``n`` procedural shapes,
+    dynamically binarised for a Bernoulli likelihood."""
+    if name == "shapes":
+        return load(name, binarize="dynamic", n=shapes_n)
+    return load(name, binarize="dynamic", train_size=train_size)

@@ -10,6 +10,7 @@ The run itself lives in :mod:`mtvae.hetero_run`, which the experiment grid share
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from mtvae.hetero_run import (
 )
 from mtvae.profiles import HeteroStudy
 from mtvae.results import cache_dir, cached_run, run_id
+from mtvae.stats import Metric, paired_comparison
 from mtvae.studies.base import ChapterStudy
 
 
@@ -105,11 +107,11 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
             "epochs_run": m.get("epochs_run"), "diagnostics": m.get("diagnostics")}
 
 
-def per_feature(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long table: one row per (dataset, method, seed, feature) with its error."""
-    rows = [{"dataset": r.dataset, "method": r.method, "seed": r.seed, "feature": f,
-             "error": e} for r in runs.itertuples() for f, e in r.errors.items()
-            if e is not None]
+def per_feature(runs: pd.DataFrame, by: Sequence[str] = ("dataset",)) -> pd.DataFrame:
+    """Long table: one row per (``by``..., method, seed, feature) with its error."""
+    rows = [{**{k: getattr(r, k) for k in by}, "method": r.method, "seed": r.seed,
+             "feature": f, "error": e}
+            for r in runs.itertuples() for f, e in r.errors.items() if e is not None]
     return pd.DataFrame(rows)
 
 
@@ -119,33 +121,36 @@ def mean_loglik(runs: pd.DataFrame) -> pd.Series:
                              if isinstance(d, dict) else np.nan)
 
 
-def summary_table(runs: pd.DataFrame, metric: str = "mean_error") -> pd.DataFrame:
-    """Mean and sd over seeds per dataset x method."""
-    g = runs.groupby(["dataset", "method"])[metric]
+def summary_table(runs: pd.DataFrame, metric: str = "mean_error",
+                  by: Sequence[str] = ("dataset",)) -> pd.DataFrame:
+    """Mean and sd over seeds per (``by``..., method)."""
+    g = runs.groupby([*by, "method"])[metric]
     return pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count()}).reset_index()
 
 
 def paired_gain(runs: pd.DataFrame, method: str, reference: str = "sum",
                 metric: str = "mean_error") -> pd.DataFrame:
     """Per dataset: reference minus method, paired by seed (positive = method better)."""
-    wide = runs.pivot_table(index=["dataset", "seed"], columns="method", values=metric)
-    diff = (wide[reference] - wide[method]).dropna()
-    g = diff.groupby(level="dataset")
-    return pd.DataFrame({"gain": g.mean(), "sd": g.std(ddof=1), "wins": g.apply(
-        lambda d: int((d > 0).sum())), "n": g.count()})
+    pairs = runs[runs.method.isin([method, reference])]
+    out = paired_comparison(pairs, Metric(metric, metric, higher_is_better=False),
+                            by=("dataset",), reference=reference)
+    return out.set_index("dataset")[["gain", "sd", "wins", "n"]]
 
 
-def overlooked_features(runs: pd.DataFrame, threshold: float = 0.95) -> pd.DataFrame:
+def overlooked_features(runs: pd.DataFrame, threshold: float = 0.95,
+                        by: Sequence[str] = ("dataset",)) -> pd.DataFrame:
     """Features a method imputes no better than mean imputation (error ratio >= threshold).
 
-    The ratio is taken per seed (same mask) and averaged over seeds.
+    The ratio is taken per seed (same mask) and averaged over seeds, per (``by``..., method,
+    feature).
     """
-    pf = per_feature(runs)
-    base = pf[pf.method == "mean imputation"].set_index(["dataset", "seed", "feature"]).error
+    pf = per_feature(runs, by)
+    key = [*by, "seed", "feature"]
+    base = pf[pf.method == "mean imputation"].set_index(key).error
     pf = pf[pf.method != "mean imputation"].copy()
-    ref = base.reindex(pd.MultiIndex.from_frame(pf[["dataset", "seed", "feature"]])).to_numpy()
+    ref = base.reindex(pd.MultiIndex.from_frame(pf[key])).to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):  # 0/0: both perfect -> undefined
         pf["ratio"] = np.where(ref > 0, pf.error.to_numpy() / ref, np.nan)
-    mean_ratio = pf.groupby(["dataset", "method", "feature"]).ratio.mean().reset_index()
+    mean_ratio = pf.groupby([*by, "method", "feature"]).ratio.mean().reset_index()
     mean_ratio["overlooked"] = mean_ratio.ratio >= threshold
     return mean_ratio

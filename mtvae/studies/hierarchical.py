@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mtvae.data import Dataset, load
+from mtvae.data import Dataset
 from mtvae.models import HierarchicalVAE
 from mtvae.models.hierarchical import Codes
 from mtvae.probes import linear_probe
 from mtvae.profiles import HierStudy
 from mtvae.results import cache_dir, cached_run, run_id
-from mtvae.studies.base import ChapterStudy
+from mtvae.studies.base import ChapterStudy, binarized_images
 from mtvae.train import fit
 
 LAYERS = ("z1", "z2", "both")
@@ -44,12 +44,7 @@ class Study(ChapterStudy):
     def data(self, name: str) -> Dataset:
         """MNIST-5k or shapes, dynamically binarised (Bernoulli likelihood)."""
         if name not in self._data:
-            opts: dict[str, Any] = {"binarize": "dynamic"}
-            if name == "shapes":
-                opts["n"] = self.s.shapes_n
-            elif self.s.train_size is not None:
-                opts["train_size"] = self.s.train_size
-            self._data[name] = load(name, **opts)
+            self._data[name] = binarized_images(name, self.s.train_size, self.s.shapes_n)
         return self._data[name]
 
     def targets(self, name: str) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from mtvae.models import Classifier
 from mtvae.models.multimodal import MODALITIES, MultimodalVAE
 from mtvae.profiles import MultimodalStudy
 from mtvae.results import cache_dir, cached_run, run_id
+from mtvae.stats import Metric, paired_comparison
 from mtvae.studies import vqvaes
 from mtvae.studies.base import ChapterStudy
 from mtvae.train import FitResult, fit
@@ -263,11 +264,10 @@ def long_loglik(runs: pd.DataFrame) -> pd.DataFrame:
 def paired_gain(runs: pd.DataFrame, metric: str, method: str, reference: str = "sum"
                 ) -> pd.DataFrame:
     """Per fusion: method minus reference, paired by seed (positive = method higher)."""
-    wide = runs.pivot_table(index=["fusion", "seed"], columns="method", values=metric)
-    diff = (wide[method] - wide[reference]).dropna()
-    g = diff.groupby(level="fusion")
-    return pd.DataFrame({"gain": g.mean(), "sd": g.std(ddof=1),
-                         "wins": g.apply(lambda d: int((d > 0).sum())), "n": g.count()})
+    pairs = runs[runs.method.isin([method, reference])]
+    out = paired_comparison(pairs, Metric(metric, metric, higher_is_better=True),
+                            by=("fusion",), reference=reference)
+    return out.set_index("fusion")[["gain", "sd", "wins", "n"]]
 
 
 def gains(runs: pd.DataFrame, metrics: list[str], reference: str = "sum") -> pd.DataFrame:

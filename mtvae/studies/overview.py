@@ -13,51 +13,10 @@ of a secondary metric that shows what the gain cost.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from mtvae.errors import MTVAEError
-
-REFERENCE = "sum"
-
-
-@dataclass(frozen=True)
-class Metric:
-    column: str
-    label: str
-    higher_is_better: bool
-
-
-def paired_comparison(df: pd.DataFrame, metric: Metric, by: Sequence[str] = (),
-                      method: str = "method", reference: str = REFERENCE,
-                      pair: Sequence[str] = ("seed",)) -> pd.DataFrame:
-    """Per ``by`` group and method: reference and method means, paired gain, sd, wins, n.
-
-    The gain is ``method - reference`` when higher is better and ``reference - method``
-    otherwise, so a positive gain always means the MOO method did better.
-    """
-    missing = [c for c in (metric.column, method, *by, *pair) if c not in df.columns]
-    if missing:
-        raise MTVAEError(f"columns {missing} are not in the runs (they have "
-                         f"{', '.join(map(str, df.columns))})")
-    wide = df.pivot_table(index=[*by, *pair], columns=method, values=metric.column)
-    if reference not in wide.columns:
-        raise MTVAEError(f"no {reference!r} runs to compare with; methods: {list(wide.columns)}")
-    rows = []
-    for m in [c for c in wide.columns if c != reference]:
-        diff = (wide[m] - wide[reference]) * (1 if metric.higher_is_better else -1)
-        both = pd.DataFrame({"diff": diff, "ref": wide[reference], "value": wide[m]}).dropna()
-        groups = both.groupby(level=list(by)) if by else [((), both)]
-        for key, g in groups:
-            key = key if isinstance(key, tuple) else (key,)
-            rows.append({**dict(zip(by, key, strict=True)), "method": m,
-                         "metric": metric.label, "reference": float(g.ref.mean()),
-                         "value": float(g.value.mean()), "gain": float(g["diff"].mean()),
-                         "sd": float(g["diff"].std(ddof=1)) if len(g) > 1 else np.nan,
-                         "wins": int((g["diff"] > 0).sum()), "n": len(g)})
-    return pd.DataFrame(rows)
+from mtvae.stats import Metric, paired_comparison
 
 
 def verdict(row: pd.Series) -> str:

@@ -25,6 +25,7 @@ from mtvae.experiments import run_grid as _run_grid
 from mtvae.experiments.grids import BASELINE_METHOD
 from mtvae.profiles import GridStudy
 from mtvae.studies.base import ChapterStudy
+from mtvae.studies.hetero import overlooked_features, summary_table
 
 REFERENCE = "sum"
 BLOCK = ("dataset", "missing_rate")
@@ -63,8 +64,7 @@ class Study(ChapterStudy):
 # -- tables ---------------------------------------------------------------------------------
 def error_summary(df: pd.DataFrame, metric: str = "mean_error") -> pd.DataFrame:
     """Mean, sd and count over seeds per (dataset, missing rate, method)."""
-    g = df.groupby([*BLOCK, "method"])[metric]
-    return pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count()}).reset_index()
+    return summary_table(df, metric, by=BLOCK)
 
 
 def paired_gains(df: pd.DataFrame, reference: str = REFERENCE,
@@ -77,14 +77,6 @@ def paired_gains(df: pd.DataFrame, reference: str = REFERENCE,
     others = [m for m in wide.columns if m not in (reference, BASELINE_METHOD)]
     gains = wide[others].rsub(wide[reference], axis=0)
     return gains.stack().rename("gain").reset_index()
-
-
-def gain_summary(gains: pd.DataFrame, by: tuple[str, ...] = BLOCK) -> pd.DataFrame:
-    """Mean, sd, wins and count of the paired gain per ``by`` and method."""
-    g = gains.groupby([*by, "method"]).gain
-    return pd.DataFrame({"gain": g.mean(), "sd": g.std(ddof=1),
-                         "wins": g.apply(lambda d: int((d > 0).sum())),
-                         "n": g.count()}).reset_index()
 
 
 def block_scores(df: pd.DataFrame, methods: list[str] | None = None,
@@ -103,19 +95,7 @@ def overlooked(df: pd.DataFrame, threshold: float = 0.95) -> pd.DataFrame:
     ``overlooked`` when the model imputes it no better than the column mean/mode
     (ratio ≥ ``threshold``), the symptom Javaloy et al. (2022) describe.
     """
-    rows = [{"dataset": r.dataset, "missing_rate": r.missing_rate, "seed": r.seed,
-             "method": r.method, "feature": f, "error": e}
-            for r in df.itertuples() for f, e in r.errors.items() if e is not None]
-    pf = pd.DataFrame(rows)
-    key = [*PAIR, "feature"]
-    base = pf[pf.method == BASELINE_METHOD].set_index(key).error
-    pf = pf[pf.method != BASELINE_METHOD].copy()
-    ref = base.reindex(pd.MultiIndex.from_frame(pf[key])).to_numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pf["ratio"] = np.where(ref > 0, pf.error.to_numpy() / ref, np.nan)
-    out = pf.groupby([*BLOCK, "method", "feature"]).ratio.mean().reset_index()
-    out["overlooked"] = out.ratio >= threshold
-    return out
+    return overlooked_features(df, threshold, by=BLOCK)
 
 
 def overlooked_counts(ov: pd.DataFrame) -> pd.DataFrame:
