@@ -7,7 +7,23 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from mtvae import rng
 from mtvae.errors import MTVAEError
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout`` whose mask comes from :func:`mtvae.rng.dropout` (per member when
+    stacked; exactly ``F.dropout`` otherwise). Same state dict as ``nn.Dropout``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rng.dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def mlp(

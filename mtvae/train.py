@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from mtvae.device import resolve_device, seed_everything
 from mtvae.errors import MTVAEError, TrainingDivergedError, check_positive
 from mtvae.moo import Combiner, ConflictLog, get_combiner
 from mtvae.progress import EpochProgress
+from mtvae.terms import Terms
 
 
 @dataclass
@@ -51,24 +53,71 @@ def evaluate_loss(model: nn.Module, split: Split, batch_size: int = 500) -> floa
     """Mean of ``loss_terms(batch).total()`` over a split (model in eval mode)."""
     was_training = model.training
     model.eval()
-    total, n = 0.0, 0
+    total = torch.zeros((), dtype=torch.float64, device=split.x.device)
+    n = 0
     for batch in split.batches(batch_size):
         m = len(batch["x"])
-        total += float(model.loss_terms(batch).total()) * m
+        total += model.loss_terms(batch).total().double() * m
         n += m
     model.train(was_training)
-    return total / n
+    return float(total) / n
 
 
-def _atomic_save(obj: object, path: Path) -> None:
+def atomic_save(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a checkpoint is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def _describe(terms_values: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in terms_values.items())
+def load_checkpoint(path: Path, device: torch.device, settings: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """A checkpoint written with exactly these ``settings`` (else one clear error)."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    if state["settings"] != settings:
+        raise MTVAEError(
+            f"checkpoint {path} was written with other settings "
+            f"{state['settings']} (now {settings}); delete it or use another path"
+        )
+    return state
+
+
+def check_fit_args(epochs: int, lr: float, patience: int | None, monitor_every: int | None,
+                   val_every: int) -> None:
+    """The argument checks shared by :func:`fit` and the stacked engine."""
+    if not isinstance(epochs, int) or epochs < 1:
+        raise MTVAEError(f"epochs must be a positive integer, got {epochs!r}")
+    check_positive("lr", lr)
+    if patience is not None and patience < 1:
+        raise MTVAEError(f"patience must be ≥ 1 or None, got {patience!r}")
+    if monitor_every is not None and (not isinstance(monitor_every, int) or monitor_every < 1):
+        raise MTVAEError(f"monitor_every must be a positive integer or None, got {monitor_every!r}")
+    if not isinstance(val_every, int) or val_every < 1:
+        raise MTVAEError(f"val_every must be a positive integer (epochs), got {val_every!r}")
+
+
+def make_optimizer(params: list[torch.Tensor] | Any, lr: float,
+                   device: torch.device) -> torch.optim.Optimizer:
+    """Adam; fused on CUDA (one kernel for all parameters), PyTorch's default on the CPU
+    (which keeps CPU runs bit-identical to the records made before)."""
+    if device.type == "cuda":
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    return torch.optim.Adam(params, lr=lr)
+
+
+def stopping_rule(val: float, best: float, bad_epochs: int, val_every: int,
+                  patience: int | None) -> tuple[bool, int, bool]:
+    """Early stopping on a validation every ``val_every`` epochs.
+
+    Returns ``(improved, bad_epochs, stop)``: a validation that does not improve on the
+    best adds ``val_every`` epochs without improvement; the run stops once they reach
+    ``patience`` epochs.
+    """
+    if val < best:
+        return True, 0, False
+    bad_epochs += val_every
+    return False, bad_epochs, patience is not None and bad_epochs >= patience
 
 
 def fit(
@@ -88,6 +137,8 @@ def fit(
     desc: str = "fit",
     monitor_every: int | None = None,
     checkpoint_every: float = 0.0,
+    val_every: int = 1,
+    check_every: int = 25,
 ) -> FitResult:
     """Train ``model`` on ``data.train`` with early stopping on ``data.val``.
 
@@ -106,26 +157,27 @@ def fit(
             epochs, where saving every epoch would dominate the run time.
         monitor_every: record gradient-conflict statistics every this many steps into
             ``FitResult.diagnostics`` (see :mod:`mtvae.moo.diagnostics`).
+        val_every: validate (and decide early stopping) every this many epochs and at the
+            last one; tables with one step per epoch need not validate every step.
+        check_every: per-step losses stay on the device; every this many steps (and at the
+            end of each epoch) one read checks that they are finite.
 
     Returns:
         A :class:`FitResult`; ``model`` holds the best weights, on ``device``.
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise MTVAEError(f"epochs must be a positive integer, got {epochs!r}")
-    check_positive("lr", lr)
-    if patience is not None and patience < 1:
-        raise MTVAEError(f"patience must be ≥ 1 or None, got {patience!r}")
-    if monitor_every is not None and (not isinstance(monitor_every, int) or monitor_every < 1):
-        raise MTVAEError(f"monitor_every must be a positive integer or None, got {monitor_every!r}")
+    check_fit_args(epochs, lr, patience, monitor_every, val_every)
     dev = resolve_device(device)
     comb = get_combiner(combiner)
-    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
-                "seed": seed, "combiner": comb.name, "grad_clip": grad_clip}
+    settings: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                                "patience": patience, "seed": seed, "combiner": comb.name,
+                                "grad_clip": grad_clip}
+    if val_every != 1:  # absent for the default, so checkpoints from before stay valid
+        settings["val_every"] = val_every
 
     seed_everything(seed)
     model.to(dev)
     data = data.to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = make_optimizer(model.parameters(), lr, dev)
     shuffle_gen = torch.Generator().manual_seed(seed)
     result = FitResult(device=str(dev))
     best_state = copy.deepcopy(model.state_dict())
@@ -135,12 +187,7 @@ def fit(
     last_save = time.perf_counter()
 
     if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        if state["settings"] != settings:
-            raise MTVAEError(
-                f"checkpoint {ckpt_path} was written with other settings "
-                f"{state['settings']} (now {settings}); delete it or use another path"
-            )
+        state = load_checkpoint(ckpt_path, dev, settings)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         best_state = state["best_state"]
@@ -164,60 +211,33 @@ def fit(
         for epoch in range(start_epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             model.train()
-            sums: dict[str, float] = {}
-            n_seen = 0
-            for step, batch in enumerate(
-                data.train.batches(batch_size, shuffle=True, generator=shuffle_gen, train=True)
-            ):
-                optimizer.zero_grad(set_to_none=True)
-                terms = model.loss_terms(batch)
-                loss = float(terms.total().detach())
-                if not math.isfinite(loss):
+            row, log = _train_epoch(model, data, comb, optimizer, shuffle_gen, epoch,
+                                    batch_size, lr, grad_clip, monitor_every, check_every, log)
+            if epoch % val_every == 0 or epoch == epochs:
+                row["val_loss"] = evaluate_loss(model, data.val)
+                if not math.isfinite(row["val_loss"]):
                     raise TrainingDivergedError(
-                        f"training stopped: the loss became {loss} at epoch {epoch}, step {step} "
-                        f"({_describe(terms.scalars())}). Lower the learning rate (now {lr}), "
-                        "set grad_clip, or check the data for extreme values."
+                        f"training stopped: the validation loss became {row['val_loss']} at "
+                        f"epoch {epoch}. Lower the learning rate (now {lr}) or set grad_clip."
                     )
-                observe = monitor_every is not None and step % monitor_every == 0
-                stats = comb.backward(terms, model, observe=observe)
-                if stats is not None:
-                    if log is None:
-                        log = ConflictLog(list(terms.tasks), comb.space)
-                    log.add(stats)
-                if grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
-                m = len(batch["x"])
-                n_seen += m
-                for k, v in {"loss": loss, **terms.scalars()}.items():
-                    sums[k] = sums.get(k, 0.0) + v * m
-            row = {"epoch": float(epoch), **{k: v / n_seen for k, v in sums.items()}}
-            row["val_loss"] = evaluate_loss(model, data.val)
-            if not math.isfinite(row["val_loss"]):
-                raise TrainingDivergedError(
-                    f"training stopped: the validation loss became {row['val_loss']} at epoch "
-                    f"{epoch}. Lower the learning rate (now {lr}) or set grad_clip."
-                )
+                improved, bad_epochs, result.stopped_early = stopping_rule(
+                    row["val_loss"], result.best_val, bad_epochs, val_every, patience)
+                if improved:
+                    result.best_val, result.best_epoch = row["val_loss"], epoch
+                    best_state = copy.deepcopy(model.state_dict())
             row["seconds"] = time.perf_counter() - t0
             if log is not None:
                 log.end_epoch(epoch)
                 result.diagnostics = log.summary()
             result.history.append(row)
-            if row["val_loss"] < result.best_val:
-                result.best_val, result.best_epoch, bad_epochs = row["val_loss"], epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad_epochs += 1
-            bar.update(epoch, {"loss": row["loss"], "val": row["val_loss"]})
-            if patience is not None and bad_epochs >= patience:
-                result.stopped_early = True
+            bar.update(epoch, {"loss": row["loss"], "val": row.get("val_loss", math.nan)})
             done = result.stopped_early or epoch == epochs
             result.seconds = time.perf_counter() - started
             if ckpt_path is not None and (
                 done or time.perf_counter() - last_save >= checkpoint_every
             ):
                 last_save = time.perf_counter()
-                _atomic_save(
+                atomic_save(
                     {"settings": settings, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "best_state": best_state,
                      "result": asdict(result), "bad_epochs": bad_epochs, "epoch": epoch,
@@ -233,3 +253,68 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _train_epoch(model: nn.Module, data: Dataset, comb: Combiner,
+                 optimizer: torch.optim.Optimizer, shuffle_gen: torch.Generator, epoch: int,
+                 batch_size: int, lr: float, grad_clip: float | None,
+                 monitor_every: int | None, check_every: int, log: ConflictLog | None
+                 ) -> tuple[dict[str, float], ConflictLog | None]:
+    """One pass over the training split; per-step scalars accumulate on the device."""
+    sums: torch.Tensor | None = None
+    names: list[str] = []
+    since: torch.Tensor | None = None
+    n_seen = 0
+    for step, batch in enumerate(
+        data.train.batches(batch_size, shuffle=True, generator=shuffle_gen, train=True)
+    ):
+        optimizer.zero_grad(set_to_none=True)
+        terms = model.loss_terms(batch)
+        observe = monitor_every is not None and step % monitor_every == 0
+        stats = comb.backward(terms, model, observe=observe)
+        if stats is not None:
+            if log is None:
+                log = ConflictLog(list(terms.tasks), comb.space)
+            log.add(stats)
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        m = len(batch["x"])
+        values = _term_vector(terms)
+        if sums is None:
+            names = ["loss", *[f"task/{k}" for k in terms.tasks],
+                     *[f"reg/{k}" for k in terms.regularizers], *terms.stats]
+        row = values * m
+        sums = row if sums is None else sums + row
+        since = row if since is None else since + row
+        if (step + 1) % check_every == 0:
+            _check_finite(since, names, epoch, step, lr)
+            since = None
+        optimizer.step()
+        n_seen += m
+    assert sums is not None
+    if since is not None:
+        _check_finite(since, names, epoch, step, lr)
+    return {"epoch": float(epoch), **dict(zip(names, (sums / n_seen).tolist(),
+                                              strict=True))}, log
+
+
+def _term_vector(terms: Terms) -> torch.Tensor:
+    """Total, tasks, regularisers and stats of one batch as one float64 vector (no sync)."""
+    parts = [terms.total().detach(), *(v.detach() for v in terms.tasks.values()),
+             *(v.detach() for v in terms.regularizers.values()),
+             *(v.detach() for v in terms.stats.values())]
+    return torch.stack([p.reshape(()).double() for p in parts])
+
+
+def _check_finite(since: torch.Tensor, names: list[str], epoch: int, step: int,
+                  lr: float) -> None:
+    """One host read: the losses summed since the last check must be finite."""
+    values = since.tolist()
+    if math.isfinite(values[0]):
+        return
+    bad = [n for n, v in zip(names, values, strict=True) if not math.isfinite(v)]
+    raise TrainingDivergedError(
+        f"training stopped: the loss became non-finite at epoch {epoch} by step {step} "
+        f"(non-finite: {', '.join(bad)}). Lower the learning rate (now {lr}), "
+        "set grad_clip, or check the data for extreme values."
+    )

@@ -112,9 +112,27 @@ class _Exploding(nn.Module):
 
 
 def test_nan_loss_stops_with_a_clear_message(digits):
-    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 1, step 2.*"
-                                                    r"Lower the learning rate"):
+    # checked at the end of the epoch (3 steps) although the NaN appears at step 2 (0-based)
+    with pytest.raises(TrainingDivergedError, match=r"loss became non-finite at epoch 1 by "
+                                                    r"step 2 .*task/x.*Lower the learning rate"):
         fit(_Exploding(), digits, epochs=3, device="cpu", progress="none")
+
+
+def test_nan_guard_fires_within_check_every_steps(digits):
+    model = _Exploding()
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1 by step 3 "):
+        fit(model, load("digits", train_size=800), epochs=3, device="cpu", progress="none",
+            check_every=2)  # 8 steps per epoch: NaN from the 3rd step, seen after the 4th
+    assert model.calls == 4
+
+
+def test_validation_every_k_epochs_counts_patience_in_epochs(digits):
+    res = fit(_model(), digits, epochs=9, val_every=3, patience=3, device="cpu",
+              progress="none")
+    validated = [int(r["epoch"]) for r in res.history if "val_loss" in r]
+    assert validated[:3] == [3, 6, 9][:len(validated)] and res.best_epoch % 3 == 0
+    with pytest.raises(MTVAEError, match="val_every must be"):
+        fit(_model(), digits, epochs=2, val_every=0, progress="none")
 
 
 def test_bad_training_arguments(digits):

@@ -25,12 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtvae import rng
 from mtvae.data.base import Split
 from mtvae.data.schema import Schema
 from mtvae.divergences import kl_std_normal
 from mtvae.errors import MTVAEError, check_positive
 from mtvae.heads import Head, make_head
-from mtvae.nets import mlp
+from mtvae.nets import Dropout, mlp
 from mtvae.terms import Terms
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class HeteroVAE(nn.Module):
         ]
         in_dim = sum(f.k if f.type == "cat" else 1 for f in self.schema) + n_features
         self.encoder = nn.Sequential(
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.BatchNorm1d(in_dim),
             *mlp(in_dim, [hidden] * depth, 2 * latent_dim, activation=nn.Tanh),
         )
@@ -194,7 +195,7 @@ class HeteroVAE(nn.Module):
         """
         x, obs = self._observed(batch)
         loc, scale = self._posterior(x, obs)
-        z = loc + scale * torch.randn_like(scale)
+        z = loc + scale * rng.randn_like(scale)
         h = self.decode_shared(z)
         # one alias of h per head, so MOO combiners get all per-task gradients in one pass
         copies = [h.view_as(h) for _ in self.heads]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtvae import rng
 from mtvae.divergences import kl_std_normal
 from mtvae.errors import MTVAEError, check_positive
 from mtvae.likelihoods import Likelihood, make_likelihood
@@ -152,8 +153,7 @@ class HierarchicalVAE(nn.Module):
 
     def _noise(self, d: Tensor) -> tuple[Tensor, Tensor]:
         b = d.shape[0]
-        return (torch.randn(b, self.z2_dim, device=d.device, dtype=d.dtype),
-                torch.randn(b, self.z1_dim, device=d.device, dtype=d.dtype))
+        return rng.randn(b, self.z2_dim, like=d), rng.randn(b, self.z1_dim, like=d)
 
     # -- objectives ------------------------------------------------------------------
     def elbo_parts(self, x: Tensor) -> Parts:

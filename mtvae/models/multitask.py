@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtvae import rng
 from mtvae.divergences import kl_std_normal
 from mtvae.errors import MTVAEError, check_positive
 from mtvae.models.vae import VAE
@@ -109,7 +110,7 @@ class MultitaskVAE(VAE):
         x = batch["x"]
         b = x.shape[0]
         loc, scale = self.encode(x)
-        z = loc + scale * torch.randn_like(scale)
+        z = loc + scale * rng.randn_like(scale)
         copies = [z.view_as(z) for _ in range(1 + len(self.heads))]
         nll = -self.likelihood.log_prob(self.decode(copies[0]), x).mean()
         labelled = batch.get("labelled")

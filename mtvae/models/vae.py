@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtvae import rng
 from mtvae.divergences import kl_std_normal, log_normal, log_std_normal
 from mtvae.errors import MTVAEError, check_choice, check_positive
 from mtvae.likelihoods import Likelihood, make_likelihood
@@ -129,7 +130,7 @@ class VAE(nn.Module):
         """
         x = batch["x"]
         loc, scale = self.encode(x)
-        z = loc + scale * torch.randn_like(scale)
+        z = loc + scale * rng.randn_like(scale)
         params = self.decode(z)
         nll = -self.likelihood.log_prob(params, x).mean()
         kl = kl_std_normal(loc, scale).sum(-1).mean()
@@ -143,7 +144,7 @@ class VAE(nn.Module):
     def elbo_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """One-sample log p(x|z) and the analytic KL per example: ``([B], [B])``."""
         loc, scale = self.encode(x)
-        z = loc + scale * torch.randn_like(scale)
+        z = loc + scale * rng.randn_like(scale)
         return self.likelihood.log_prob(self.decode(z), x), kl_std_normal(loc, scale).sum(-1)
 
     def log_weights(self, x: Tensor, k: int, chunk: int | None = None) -> Tensor:

@@ -104,16 +104,23 @@ class ActivationCombiner(_ChainCombiner):
         losses = _task_losses(terms)
         h = terms.shared
         G = task_gradients(terms)
+        update, stats = self.direction(G, losses, observe)
+        assert h is not None
+        torch.autograd.backward(
+            [terms.total(), h], [torch.ones_like(terms.total()), (update - G.sum(0)).view_as(h)]
+        )
+        return stats
+
+    def direction(self, G: torch.Tensor, losses: torch.Tensor, observe: bool = False
+                  ) -> tuple[torch.Tensor, GradientStats | None]:
+        """The aggregated update of the task gradients ``G`` [T, n], rescaled to the norm of
+        the plain sum ``G.sum(0)`` (the stacked engine calls this once per member)."""
         self._restore(len(G), G.device)
         plain = G.sum(dim=0)
         self.chain.losses, self.chain.record = losses, observe
         update = self.chain(G)
         update = update * (plain.norm() / update.norm().clamp_min(1e-12))
-        assert h is not None
-        torch.autograd.backward(
-            [terms.total(), h], [torch.ones_like(terms.total()), (update - plain).view_as(h)]
-        )
-        return self.chain.last
+        return update, self.chain.last
 
 
 class ParameterCombiner(_ChainCombiner):

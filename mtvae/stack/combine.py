@@ -1,0 +1,71 @@
+"""Per-member gradients for a stacked batch: the plain sum or activation-space MOO.
+
+Every member has its own combiner instance (its own MOO state: GradNorm weights, Nash-MTL's
+last solution, ...). The task gradients at the shared representation come from *one*
+backward pass for all members and tasks (member ``s``'s losses depend only on its own slice),
+then each member's rows are aggregated by its own combiner and the differences to the plain
+gradients are back-propagated once, together with the plain objective — the same
+single-backward block as :class:`mtvae.moo.combine.ActivationCombiner`, per member.
+Parameter-space MOO differentiates w.r.t. the shared *parameters*, which are stacked, so it
+would mix members: such runs train unstacked.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mtvae.errors import MTVAEError
+from mtvae.moo import Combiner
+from mtvae.moo.combine import ActivationCombiner, SumCombiner
+from mtvae.moo.diagnostics import GradientStats, gradient_stats
+from mtvae.stack.forward import Packed
+
+
+def stackable(combiner: Combiner) -> bool:
+    """Whether a combiner can run per member inside a stack."""
+    return isinstance(combiner, (SumCombiner, ActivationCombiner))
+
+
+def _task_gradients(packed: Packed) -> Tensor:
+    """Per-member task gradients at the shared representation: ``[S, T, n]``."""
+    h = packed.shared
+    if h is None:
+        raise MTVAEError("activation-space MOO needs Terms.shared; this model returns none")
+    n_tasks = packed.tasks.shape[1]
+    if packed.task_inputs:
+        grads = torch.autograd.grad(packed.tasks.sum(), packed.task_inputs, retain_graph=True,
+                                    allow_unused=True)
+        rows = [torch.zeros_like(h) if g is None else g for g in grads]
+    else:
+        rows = [torch.autograd.grad(packed.tasks[:, t].sum(), h, retain_graph=True,
+                                    allow_unused=True)[0] for t in range(n_tasks)]
+        rows = [torch.zeros_like(h) if g is None else g for g in rows]
+    return torch.stack([r.reshape(len(h), -1) for r in rows], dim=1)
+
+
+def backward(packed: Packed, combiners: list[Combiner], observe: bool
+             ) -> list[GradientStats | None]:
+    """Accumulate every member's gradients into the stacked parameters' ``.grad``."""
+    total = packed.totals().sum()
+    if all(isinstance(c, SumCombiner) for c in combiners):
+        stats: list[GradientStats | None] = [None] * len(combiners)
+        if observe and packed.shared is not None and packed.tasks.shape[1] > 1:
+            G = _task_gradients(packed)
+            stats = [gradient_stats(G[s], G[s].sum(0)) for s in range(len(combiners))]
+        total.backward()
+        return stats
+    G = _task_gradients(packed)
+    losses = packed.tasks.detach()
+    deltas, stats = [], []
+    for s, comb in enumerate(combiners):
+        if not isinstance(comb, ActivationCombiner):
+            raise MTVAEError(f"combiner {comb.name!r} cannot run inside a stack; use --no-stack")
+        update, st = comb.direction(G[s], losses[s], observe)
+        deltas.append(update - G[s].sum(0))
+        stats.append(st)
+    h = packed.shared
+    assert h is not None
+    torch.autograd.backward([total, h], [torch.ones_like(total),
+                                         torch.stack(deltas).view_as(h)])
+    return stats
