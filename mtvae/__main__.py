@@ -56,6 +56,15 @@ def _grid_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                       help="list the runs and which are done, failed or pending")
     grid.add_argument("--retry-failed", action="store_true", help="rerun the failed runs")
     grid.add_argument("--results", default=None, help="results root (default ./results)")
+    stacking = grid.add_mutually_exclusive_group()
+    stacking.add_argument("--stack", type=int, default=None, metavar="S",
+                          help="runs differing only in seed train as one stacked model of S "
+                          "members (default: 5 on CPU, 25 on a GPU)")
+    stacking.add_argument("--no-stack", action="store_true", help="train every run on its own")
+    grid.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                      help="start no new job after M minutes; a second call continues")
+    grid.add_argument("--shard", default=None, metavar="i/n",
+                      help="only the i-th of n disjoint parts of the grid (several machines)")
     slurm = grid.add_argument_group("slurm (--executor slurm)")
     slurm.add_argument("--partition", default=None, help="Slurm partition (default: the "
                        "cluster's default)")
@@ -72,6 +81,7 @@ def _grid_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 def _run_grid(args: argparse.Namespace) -> None:
     from mtvae.experiments import get_executor, get_grid, plan, run_grid
+    from mtvae.experiments.runner import parse_shard
 
     spec = get_grid(args.name, args.profile)
     if args.dry_run:
@@ -91,7 +101,9 @@ def _run_grid(args: argparse.Namespace) -> None:
             array_parallelism=args.array_parallelism, threads=args.threads)
     progress = "auto" if sys.stderr.isatty() else "log"  # no bar flood in a log file
     summary = run_grid(spec, executor=executor, device=args.device, root=args.results,
-                       retry_failed=args.retry_failed, progress=progress)
+                       retry_failed=args.retry_failed, progress=progress,
+                       stack=1 if args.no_stack else args.stack,
+                       max_minutes=args.max_minutes, shard=parse_shard(args.shard))
     print(summary)
 
 

@@ -50,3 +50,27 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code may use the global RNG
     torch.manual_seed(seed)
+
+
+def numeric_settings(device: str | torch.device) -> dict[str, object]:
+    """The device-dependent numeric choices a run is made with (stored in its record).
+
+    * CUDA: TF32 matrix products and convolutions (about 10 mantissa bits in the products,
+      fp32 accumulation; ample for these models and several times faster on Ampere and
+      later) unless ``MTVAE_TF32=0``; fused Adam (one kernel for all parameters).
+    * CPU: full fp32 and PyTorch's default Adam, which keep CPU runs bit-identical to
+      earlier records.
+    """
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return {"tf32": os.environ.get("MTVAE_TF32", "1") != "0", "optimizer": "adam-fused"}
+    return {"tf32": False, "optimizer": "adam"}
+
+
+def apply_numeric_settings(device: str | torch.device) -> dict[str, object]:
+    """Apply :func:`numeric_settings` to this process and return them."""
+    settings = numeric_settings(device)
+    if resolve_device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = bool(settings["tf32"])
+        torch.backends.cudnn.allow_tf32 = bool(settings["tf32"])
+    return settings

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from mtvae.data import Dataset, load
+from mtvae.errors import MTVAEError
 from mtvae.imputation import evaluate_imputation
 from mtvae.models import HeteroVAE
+from mtvae.stack import fit_stacked
 from mtvae.train import FitResult, fit
 
 MAX_EPOCH_POINTS = 40  # per-epoch diagnostics kept in a chapter record (evenly thinned)
@@ -55,6 +57,48 @@ def _scores(scores: dict[str, Any]) -> dict[str, Any]:
             "nominal_error": scores["nominal"], "n_scored": scores["n_scored"]}
 
 
+def build_model(cfg: dict[str, Any], data: Dataset) -> HeteroVAE:
+    """The run's HeteroVAE, initialised from the run's seed."""
+    torch.manual_seed(cfg["seed"])
+    return HeteroVAE(data.info["schema"], hidden=cfg["hidden"], depth=cfg["depth"],
+                     scaler=data.info["scaler"])
+
+
+def fit_settings(cfg: dict[str, Any], data: Dataset) -> dict[str, Any]:
+    """Keyword arguments of ``fit`` / ``fit_stacked`` shared by every member of a run group.
+
+    ``val_every_steps`` (optional) validates about every that many optimiser steps instead
+    of every epoch (tiny tables have one step per epoch).
+    """
+    per_epoch = math.ceil(len(data.train) / cfg["batch_size"])
+    epochs, patience = budget(len(data.train), cfg["batch_size"], cfg["steps"],
+                              cfg["patience_steps"])
+    settings: dict[str, Any] = {
+        "epochs": epochs, "batch_size": cfg["batch_size"], "lr": cfg["lr"],
+        "patience": patience, "combiner": cfg["method"],
+        "monitor_every": cfg["monitor_every"], "checkpoint_every": 20.0}
+    if cfg.get("val_every_steps"):
+        settings["val_every"] = max(1, math.ceil(cfg["val_every_steps"] / per_epoch))
+    return settings
+
+
+def score(cfg: dict[str, Any], data: Dataset, model: HeteroVAE, result: FitResult
+          ) -> dict[str, Any]:
+    """The run's metrics: imputation errors, log-likelihoods, −ELBO, timings, convergence."""
+    scores = _scores(evaluate_imputation(model, data, "test"))  # same order as ever: the
+    loglik = model.feature_log_likelihood(data.test, cells="score")  # RNG stream matters
+    steps = sum(math.ceil(len(data.train) / cfg["batch_size"]) for _ in result.history)
+    epochs, _ = budget(len(data.train), cfg["batch_size"], cfg["steps"], cfg["patience_steps"])
+    return scores | {
+        "loglik": dict(zip(data.info["schema"].names, map(num, loglik.tolist()), strict=True)),
+        "test_nelbo": test_nelbo(model, data),
+        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early, "epoch_cap": epochs,
+        "train_seconds": result.seconds, "steps": steps,
+        "ms_per_step": 1000 * result.seconds / max(steps, 1),
+    }
+
+
 def fit_and_score(cfg: dict[str, Any], data: Dataset, *, device: str, progress: str = "none",
                   checkpoint: Path | None = None) -> tuple[dict[str, Any], FitResult]:
     """Train one HeteroVAE on ``data`` and score its imputations of the missing test cells.
@@ -64,27 +108,30 @@ def fit_and_score(cfg: dict[str, Any], data: Dataset, *, device: str, progress: 
     log-likelihoods, test negative ELBO, timings) and the :class:`FitResult`, whose
     diagnostics the caller summarises as it needs.
     """
-    torch.manual_seed(cfg["seed"])
-    model = HeteroVAE(data.info["schema"], hidden=cfg["hidden"], depth=cfg["depth"],
-                      scaler=data.info["scaler"])
-    epochs, patience = budget(len(data.train), cfg["batch_size"], cfg["steps"],
-                              cfg["patience_steps"])
-    result = fit(model, data, epochs=epochs, batch_size=cfg["batch_size"], lr=cfg["lr"],
-                 patience=patience, seed=cfg["seed"], device=device,
-                 combiner=cfg["method"], checkpoint=checkpoint, progress=progress,
-                 desc=f"{cfg['dataset']} {cfg['method']} seed={cfg['seed']}",
-                 monitor_every=cfg["monitor_every"], checkpoint_every=20.0)
-    scores = _scores(evaluate_imputation(model, data, "test"))  # same order as ever: the
-    loglik = model.feature_log_likelihood(data.test, cells="score")  # RNG stream matters
-    steps = sum(math.ceil(len(data.train) / cfg["batch_size"]) for _ in result.history)
-    metrics = scores | {
-        "loglik": dict(zip(data.info["schema"].names, map(num, loglik.tolist()), strict=True)),
-        "test_nelbo": test_nelbo(model, data),
-        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-        "train_seconds": result.seconds, "steps": steps,
-        "ms_per_step": 1000 * result.seconds / max(steps, 1),
-    }
-    return metrics, result
+    model = build_model(cfg, data)
+    result = fit(model, data, seed=cfg["seed"], device=device, checkpoint=checkpoint,
+                 progress=progress, desc=f"{cfg['dataset']} {cfg['method']} seed={cfg['seed']}",
+                 **fit_settings(cfg, data))
+    return score(cfg, data, model, result), result
+
+
+def fit_and_score_stacked(cfgs: list[dict[str, Any]], datas: list[Dataset], *, device: str,
+                          progress: str = "none", checkpoints: list[Path | None] | None = None
+                          ) -> list[tuple[dict[str, Any], FitResult] | BaseException]:
+    """:func:`fit_and_score` for runs that differ only in their seed, as one stacked job."""
+    models = [build_model(c, d) for c, d in zip(cfgs, datas, strict=True)]
+    settings = fit_settings(cfgs[0], datas[0])
+    for c, d in zip(cfgs[1:], datas[1:], strict=True):
+        if fit_settings(c, d) != settings:
+            raise MTVAEError("stacked hetero runs must share every training setting; "
+                             f"{c} differs from {cfgs[0]}")
+    results = fit_stacked(models, datas, seeds=[c["seed"] for c in cfgs], device=device,
+                          checkpoints=checkpoints, progress=progress,
+                          desc=f"{cfgs[0]['dataset']} {cfgs[0]['method']}", **settings)
+    out: list[tuple[dict[str, Any], FitResult] | BaseException] = []
+    for c, d, m, r in zip(cfgs, datas, models, results, strict=True):
+        out.append(r if isinstance(r, BaseException) else (score(c, d, m, r), r))
+    return out
 
 
 def baseline_scores(data: Dataset) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,9 +36,9 @@ from typing import Any, Protocol
 
 import torch
 
-from mtvae.device import resolve_device, seed_everything
+from mtvae.device import apply_numeric_settings, numeric_settings, resolve_device, seed_everything
 from mtvae.errors import MTVAEError, check_choice
-from mtvae.experiments.kinds import Kind
+from mtvae.experiments.kinds import STACKED, Kind
 from mtvae.experiments.spec import Run
 from mtvae.results import new_record, read_record, write_record
 
@@ -71,6 +71,19 @@ class Outcome:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class Job:
+    """One unit of work for a worker: a single run, or runs that train as one stack."""
+
+    tasks: tuple[Task, ...]
+    stacked: bool = False
+
+    @property
+    def label(self) -> str:
+        first = self.tasks[0].run.label
+        return first if len(self.tasks) == 1 else f"{first} (+{len(self.tasks) - 1} stacked)"
+
+
 def cores() -> int:
     """CPU cores this process may use (respects affinity, e.g. a Slurm allocation)."""
     try:
@@ -86,11 +99,46 @@ def _error(err: BaseException, where: str = "") -> dict[str, str]:
             "traceback": "\n".join(lines)}
 
 
-def _write(task: Task, body: dict[str, Any], seconds: float, device: str) -> None:
+def _write(task: Task, body: dict[str, Any], seconds: float, device: str,
+           stack: int = 1) -> None:
     record = new_record(task.grid, task.run.kind, dict(task.run.config), body,
                         seconds=seconds, device=device)
-    record |= {"threads": torch.get_num_threads(), "host": platform.node()}
+    record |= {"threads": torch.get_num_threads(), "host": platform.node(),
+               "engine": engine_record(device, stack)}
     write_record(task.path, record)
+
+
+def engine_record(device: str, stack: int) -> dict[str, Any]:
+    """How a run was executed (not part of its id): engine, stack size, numeric settings."""
+    return {"name": "stacked" if stack > 1 else "single", "stack": stack,
+            **numeric_settings(device)}
+
+
+def execute_job(job: Job) -> list[Outcome]:
+    """Run a job: its single run, or its stacked runs (one record each)."""
+    if not job.stacked:
+        return [execute(t) for t in job.tasks]
+    started = time.time()
+    first = job.tasks[0]
+    device = first.device
+    try:
+        device = resolve_device(first.device).type
+        apply_numeric_settings(device)
+        seed_everything(int(first.run.config.get("seed", 0)))
+        fn = STACKED[first.run.kind]
+        results = fn([dict(t.run.config) for t in job.tasks], device)
+    except Exception as err:  # the whole stack failed: every member gets a failure record
+        return [record_failure(t, err, started=started, device=device) for t in job.tasks]
+    seconds = time.time() - started
+    outcomes = []
+    for task, res in zip(job.tasks, results, strict=True):
+        if isinstance(res, BaseException):
+            outcomes.append(record_failure(task, res, started=started, device=device,
+                                           stack=len(job.tasks)))
+        else:
+            _write(task, {"status": "ok", "metrics": res}, seconds, device, len(job.tasks))
+            outcomes.append(Outcome(task.run.id, task.run.label, "ok", seconds))
+    return outcomes
 
 
 def execute(task: Task) -> Outcome:
@@ -99,6 +147,7 @@ def execute(task: Task) -> Outcome:
     device = task.device
     try:
         device = resolve_device(task.device).type
+        apply_numeric_settings(device)
         seed_everything(int(task.run.config.get("seed", 0)))
         body: dict[str, Any] = {"status": "ok",
                                 "metrics": task.kind(dict(task.run.config), device)}
@@ -109,11 +158,11 @@ def execute(task: Task) -> Outcome:
 
 
 def record_failure(task: Task, err: BaseException, *, started: float | None = None,
-                   device: str | None = None, where: str = "") -> Outcome:
+                   device: str | None = None, where: str = "", stack: int = 1) -> Outcome:
     """Write a ``failed`` record for ``task`` (also used by the parent for lost workers)."""
     seconds = time.time() - (started or time.time())
     info = _error(err, where)
-    _write(task, {"status": "failed", "error": info}, seconds, device or task.device)
+    _write(task, {"status": "failed", "error": info}, seconds, device or task.device, stack)
     return Outcome(task.run.id, task.run.label, "failed", seconds,
                    f"{info['type']}: {info['message']}")
 
@@ -139,7 +188,9 @@ class Executor(Protocol):
 
     def check(self, device: str) -> None: ...
 
-    def map(self, tasks: list[Task]) -> Iterator[Outcome]: ...
+    def map(self, jobs: list[Job], deadline: float | None = None) -> Iterator[Outcome]:
+        """Run ``jobs``; start no new job after ``deadline`` (``time.time()``)."""
+        ...
 
 
 class LocalExecutor:
@@ -162,37 +213,52 @@ class LocalExecutor:
     def check(self, device: str) -> None:
         resolve_device(device)  # fails here, not in every worker, when CUDA is missing
 
-    def map(self, tasks: list[Task]) -> Iterator[Outcome]:
-        if not tasks:
+    def map(self, jobs: list[Job], deadline: float | None = None) -> Iterator[Outcome]:
+        if not jobs:
             return
-        threads = self.threads_for(resolve_device(tasks[0].device).type)
+        threads = self.threads_for(resolve_device(jobs[0].tasks[0].device).type)
         if self.workers == 1:
             with torch_threads(threads):
-                for task in tasks:
-                    yield execute(task)
+                for job in jobs:
+                    if _past(deadline):
+                        return
+                    yield from execute_job(job)
             return
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)),
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)),
                                    mp_context=mp.get_context("spawn"),
                                    initializer=_init_worker, initargs=(threads,))
+        pending = list(reversed(jobs))
+        futures: dict[Future[list[Outcome]], Job] = {}
         try:
-            futures: dict[Future[Outcome], Task] = {pool.submit(execute, t): t for t in tasks}
-            for fut in as_completed(futures):
-                try:
-                    yield fut.result()
-                except BrokenProcessPool as err:  # not a run's error: a worker process died
-                    raise MTVAEError(
-                        f"a worker process died ({err}) near run {futures[fut].run.label!r}: "
-                        "out of memory, a crash, or a script without an "
-                        "`if __name__ == '__main__':` guard (spawned workers import it). "
-                        "Finished runs are recorded; run again to resume, with workers=1 to "
-                        "see the error") from err
+            while pending or futures:
+                while pending and len(futures) < self.workers and not _past(deadline):
+                    job = pending.pop()
+                    futures[pool.submit(execute_job, job)] = job
+                if not futures:
+                    return
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job = futures.pop(fut)
+                    try:
+                        yield from fut.result()
+                    except BrokenProcessPool as err:  # not a run's error: a worker died
+                        raise MTVAEError(
+                            f"a worker process died ({err}) near run {job.label!r}: "
+                            "out of memory, a crash, or a script without an "
+                            "`if __name__ == '__main__':` guard (spawned workers import it). "
+                            "Finished runs are recorded; run again to resume, with workers=1 "
+                            "to see the error") from err
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_chunk(tasks: list[Task], workers: int, threads: int | None) -> list[Outcome]:
-    """One Slurm job: its chunk of runs through a local pool."""
-    return list(LocalExecutor(workers, threads).map(tasks))
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.time() >= deadline
+
+
+def run_chunk(jobs: list[Job], workers: int, threads: int | None) -> list[Outcome]:
+    """One Slurm job: its chunk of jobs through a local pool."""
+    return list(LocalExecutor(workers, threads).map(jobs))
 
 
 class SlurmExecutor:
@@ -229,15 +295,21 @@ class SlurmExecutor:
             raise MTVAEError("the slurm executor needs Slurm's 'sbatch' on PATH; run on the "
                              "cluster's login node, or use --executor local")
 
-    def map(self, tasks: list[Task]) -> Iterator[Outcome]:
-        if not tasks:
+    def map(self, jobs: list[Job], deadline: float | None = None) -> Iterator[Outcome]:
+        """Submit every job (``deadline`` applies on the nodes' side: not used here)."""
+        del deadline
+        if not jobs:
             return
         import submitit
 
         executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
         executor.update_parameters(**self.params)
         n = self.runs_per_job
-        chunks = [tasks[i:i + n] for i in range(0, len(tasks), n)]
+        chunks: list[list[Job]] = [[]]
+        for job in jobs:  # about runs_per_job runs per array task; a stack is never split
+            if chunks[-1] and sum(len(j.tasks) for j in chunks[-1]) + len(job.tasks) > n:
+                chunks.append([])
+            chunks[-1].append(job)
         jobs = executor.map_array(run_chunk, chunks, [self.workers_per_job] * len(chunks),
                                   [self.threads] * len(chunks))
         pending = dict(zip(jobs, chunks, strict=True))
@@ -256,9 +328,9 @@ class SlurmExecutor:
                 job.cancel(check=False)
 
     @staticmethod
-    def _lost(chunk: list[Task], err: BaseException, job_id: str) -> Iterator[Outcome]:
+    def _lost(chunk: list[Job], err: BaseException, job_id: str) -> Iterator[Outcome]:
         """Runs of a dead job that left no record get a failure record from here."""
-        for task in chunk:
+        for task in (t for j in chunk for t in j.tasks):
             if task.path.exists():  # the job wrote this run's record before it died
                 rec = read_record(task.path)
                 yield Outcome(task.run.id, task.run.label, rec.get("status", "ok"),

@@ -11,6 +11,9 @@ Kinds shipped here:
   (:mod:`mtvae.hetero_run`) with the missing rate as a setting, score its imputation of
   the missing test cells per feature, and keep a compact gradient-conflict summary.
 * ``baseline``: column mean/mode imputation under the same mask and split.
+
+``hetero`` also has a stacked variant (:func:`register_stacked`): runs that differ only in
+their seed train as one stacked model and still get one record each.
 """
 
 from __future__ import annotations
@@ -21,10 +24,22 @@ from typing import Any
 
 from mtvae.data import Dataset
 from mtvae.errors import MTVAEError, check_choice
-from mtvae.hetero_run import baseline_scores, conflict_summary, fit_and_score, load_data
+from mtvae.hetero_run import (
+    baseline_scores,
+    conflict_summary,
+    fit_and_score,
+    fit_and_score_stacked,
+    load_data,
+)
+from mtvae.moo import get_combiner
+from mtvae.stack import stackable as combiner_stackable
 
 Kind = Callable[[dict[str, Any], str], dict[str, Any]]
+StackedKind = Callable[[list[dict[str, Any]], str], list[dict[str, Any] | BaseException]]
 KINDS: dict[str, Kind] = {}
+STACKED: dict[str, StackedKind] = {}
+"""Kinds that can also train several runs differing only in ``seed`` as one stacked job
+(:mod:`mtvae.stack`); ``stackable(config)`` says whether a config allows it."""
 
 HETERO_KEYS = ("dataset", "method", "seed", "missing_rate", "max_rows", "hidden", "depth",
                "batch_size", "lr", "steps", "patience_steps", "monitor_every")
@@ -44,6 +59,24 @@ def register(name: str) -> Callable[[Kind], Kind]:
         return fn
 
     return add
+
+
+def register_stacked(name: str) -> Callable[[StackedKind], StackedKind]:
+    """Decorator adding the stacked variant of kind ``name``: configs -> metrics or errors."""
+
+    def add(fn: StackedKind) -> StackedKind:
+        STACKED[name] = fn
+        return fn
+
+    return add
+
+
+def stackable(kind: str, config: dict[str, Any]) -> bool:
+    """Whether a run of ``kind`` with ``config`` may train inside a stack."""
+    if kind not in STACKED:
+        return False
+    method = config.get("method")
+    return method is None or combiner_stackable(get_combiner(str(method)))
 
 
 def available() -> list[str]:
@@ -80,6 +113,19 @@ def hetero(config: dict[str, Any], device: str) -> dict[str, Any]:
     _require(config, HETERO_KEYS, "hetero")
     metrics, result = fit_and_score(config, _data(config), device=device)
     return metrics | {"conflict": conflict_summary(result)}
+
+
+@register_stacked("hetero")
+def hetero_stacked(configs: list[dict[str, Any]], device: str
+                   ) -> list[dict[str, Any] | BaseException]:
+    """:func:`hetero` for runs that differ only in ``seed``, trained as one stacked job."""
+    for c in configs:
+        _require(c, HETERO_KEYS, "hetero")
+    out: list[dict[str, Any] | BaseException] = []
+    for r in fit_and_score_stacked(configs, [_data(c) for c in configs], device=device):
+        out.append(r if isinstance(r, BaseException)
+                   else r[0] | {"conflict": conflict_summary(r[1])})
+    return out
 
 
 @register("baseline")

@@ -10,6 +10,7 @@ dry run; :func:`load_results` reads a grid's records for analysis.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,8 +21,8 @@ from typing import Any
 import pandas as pd
 
 from mtvae.errors import MTVAEError, check_choice
-from mtvae.experiments.executors import Executor, LocalExecutor, Outcome, Task
-from mtvae.experiments.kinds import get_kind
+from mtvae.experiments.executors import Executor, Job, LocalExecutor, Outcome, Task
+from mtvae.experiments.kinds import get_kind, stackable
 from mtvae.experiments.spec import GridSpec, Run
 from mtvae.progress import MODES, _configure_logger, batch_mode
 from mtvae.results import read_record, results_dir
@@ -58,6 +59,7 @@ class GridSummary:
     failed: int = 0  # ran now, recorded failed
     skipped: int = 0  # had an ok record
     kept_failed: int = 0  # had a failed record and was not retried
+    left: int = 0  # pending when the time limit (max_minutes) stopped this call
     wall_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
 
@@ -73,6 +75,9 @@ class GridSummary:
         text = (f"grid {self.grid}: {self.total} runs: {self.done} done, {self.skipped} "
                 f"skipped (recorded), {self.failed} failed; {self.wall_seconds:.1f} s wall, "
                 f"{self.runs_per_minute:.1f} runs/min")
+        if self.left:
+            text += (f"; stopped at the time limit with {self.left} runs left: run the same "
+                     "command again to continue")
         if self.kept_failed:
             text += (f"; {self.kept_failed} earlier failures kept (retry_failed=True / "
                      "--retry-failed reruns them)")
@@ -108,6 +113,46 @@ class _Progress:
             self.bar.close()
 
 
+def default_stack(device: str) -> int:
+    """Members per stacked job when ``--stack`` is not given: measured with ``bench grid``
+    (CPU: 5; a GPU has room for many more small models at once)."""
+    from mtvae.device import resolve_device
+
+    return 25 if resolve_device(device).type == "cuda" else 5
+
+
+def make_jobs(runs: list[Run], stack: int) -> list[list[Run]]:
+    """Group runs that differ only in ``seed`` into chunks of ``stack`` (stackable kinds and
+    methods only); every other run is a job of its own. Jobs keep the grid's order (by their
+    first run), so the slowest axis still finishes first."""
+    position = {r.id: i for i, r in enumerate(runs)}
+    jobs: list[list[Run]] = []
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if stack > 1 and stackable(run.kind, dict(run.config)):
+            rest = {k: v for k, v in run.config.items() if k != "seed"}
+            groups.setdefault(run.kind + json.dumps(rest, sort_keys=True, default=str),
+                              []).append(run)
+        else:
+            jobs.append([run])
+    for group in groups.values():
+        jobs += [group[i:i + stack] for i in range(0, len(group), stack)]
+    return sorted(jobs, key=lambda j: position[j[0].id])
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` (1 ≤ i ≤ n) -> ``(i, n)``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise MTVAEError(f"--shard must look like i/n with 1 ≤ i ≤ n (e.g. 2/4), got {text!r}")
+    return i, n
+
+
 def run_grid(
     spec: GridSpec,
     *,
@@ -117,6 +162,9 @@ def run_grid(
     retry_failed: bool = False,
     progress: str = "auto",
     on_result: Callable[[Outcome], None] | None = None,
+    stack: int | None = None,
+    max_minutes: float | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> GridSummary:
     """Execute the runs of ``spec`` that have no record yet; return a summary.
 
@@ -128,27 +176,50 @@ def run_grid(
         progress: ``auto`` (bar interactively, log lines in batch mode), ``bar``, ``log``,
             ``none``.
         on_result: called with each run's :class:`Outcome` as it arrives.
+        stack: members per stacked job (runs differing only in seed); 1 trains every run
+            on its own; ``None`` picks :func:`default_stack` for the device.
+        max_minutes: start no new job after this many minutes; jobs in flight finish, and
+            ``GridSummary.left`` says what remains for the next call.
+        shard: ``(i, n)``: only the i-th of n disjoint parts of the grid's jobs (stable
+            whatever is already recorded, so n machines never overlap).
     """
     executor = executor or LocalExecutor()
     executor.check(device)
+    if stack is None:
+        stack = default_stack(device)
+    if not isinstance(stack, int) or stack < 1:
+        raise MTVAEError(f"stack must be a positive integer (1 = unstacked), got {stack!r}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise MTVAEError(f"max_minutes must be > 0, got {max_minutes!r}")
     started = time.perf_counter()
+    deadline = None if max_minutes is None else time.time() + 60 * max_minutes
     folder = _root(root)
     runs = spec.runs()
     kinds = {r.kind: get_kind(r.kind) for r in runs}  # unknown kinds fail before any run
-    summary = GridSummary(spec.name, len(runs))
-    todo: list[Run] = []
-    for run in runs:
-        state = record_status(folder / spec.name / f"{run.id}.json")
-        if state == "pending" or (state == "failed" and retry_failed):
-            todo.append(run)
-        elif state == "failed":
-            summary.kept_failed += 1
-        else:
-            summary.skipped += 1
-    tasks = [Task(r, kinds[r.kind], spec.name, str(folder), device) for r in todo]
-    bar = _Progress(len(tasks), spec.name, progress)
+    jobs = make_jobs(runs, stack)
+    if shard is not None:
+        i, n = shard
+        jobs = [j for k, j in enumerate(jobs) if k % n == i - 1]
+    summary = GridSummary(spec.name, sum(len(j) for j in jobs))
+    work: list[Job] = []
+    for job in jobs:
+        todo: list[Run] = []
+        for run in job:
+            state = record_status(folder / spec.name / f"{run.id}.json")
+            if state == "pending" or (state == "failed" and retry_failed):
+                todo.append(run)
+            elif state == "failed":
+                summary.kept_failed += 1
+            else:
+                summary.skipped += 1
+        if todo:
+            work.append(Job(tuple(Task(r, kinds[r.kind], spec.name, str(folder), device)
+                                  for r in todo), stacked=len(job) > 1 or (
+                stack > 1 and stackable(todo[0].kind, dict(todo[0].config)))))
+    n_todo = sum(len(j.tasks) for j in work)
+    bar = _Progress(n_todo, spec.name, progress)
     try:
-        for out in executor.map(tasks):
+        for out in executor.map(work, deadline=deadline):
             if out.status == "ok":
                 summary.done += 1
             else:
@@ -161,6 +232,7 @@ def run_grid(
     finally:
         bar.close()
         summary.wall_seconds = time.perf_counter() - started
+    summary.left = n_todo - summary.done - summary.failed
     if bar.mode == "log":
         logger.info("%s", summary)
     return summary
@@ -186,7 +258,9 @@ def load_results(grid: str | GridSpec, root: str | Path | None = None,
         state = "failed" if rec.get("status") == "failed" else "ok"
         if status not in ("all", state):
             continue
+        engine = rec.get("engine") or {"name": "single", "stack": 1}  # older records
         row = {"id": rec["id"], "kind": rec["name"], "status": state,
+               "engine": engine["name"], "stack": engine["stack"],
                "seconds": rec["timings"]["seconds"], "device": rec["device"],
                **rec["config"], **rec.get("metrics", {})}
         row |= {f"error_{k}": v for k, v in rec.get("error", {}).items()}
