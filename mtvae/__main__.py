@@ -59,7 +59,7 @@ def _grid_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     stacking = grid.add_mutually_exclusive_group()
     stacking.add_argument("--stack", type=int, default=None, metavar="S",
                           help="runs differing only in seed train as one stacked model of S "
-                          "members (default: 5 on CPU, 25 on a GPU)")
+                          "members (default: 10 on CPU, 25 on a GPU)")
     stacking.add_argument("--no-stack", action="store_true", help="train every run on its own")
     grid.add_argument("--max-minutes", type=float, default=None, metavar="M",
                       help="start no new job after M minutes; a second call continues")

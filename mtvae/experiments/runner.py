@@ -115,10 +115,10 @@ class _Progress:
 
 def default_stack(device: str) -> int:
     """Members per stacked job when ``--stack`` is not given: measured with ``bench grid``
-    (CPU: 5; a GPU has room for many more small models at once)."""
+    (CPU: 10; a GPU has room for many more small models at once)."""
     from mtvae.device import resolve_device
 
-    return 25 if resolve_device(device).type == "cuda" else 5
+    return 25 if resolve_device(device).type == "cuda" else 10
 
 
 def make_jobs(runs: list[Run], stack: int) -> list[list[Run]]:

@@ -61,8 +61,11 @@ def backward(packed: Packed, combiners: list[Combiner], observe: bool
     for s, comb in enumerate(combiners):
         if not isinstance(comb, ActivationCombiner):
             raise MTVAEError(f"combiner {comb.name!r} cannot run inside a stack; use --no-stack")
-        update, st = comb.direction(G[s], losses[s], observe)
-        deltas.append(update - G[s].sum(0))
+        # a fresh copy: a view at a member-dependent offset has another memory alignment,
+        # and vectorised reductions would round differently for identical members
+        rows = G[s].clone()
+        update, st = comb.direction(rows, losses[s].clone(), observe)
+        deltas.append(update - rows.sum(0))
         stats.append(st)
     h = packed.shared
     assert h is not None
