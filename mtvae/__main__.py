@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     regen.add_argument("--notebooks", default="notebooks", help="folder of NN_name.md sources")
     regen.add_argument("--seed", type=int, default=0)
     regen.add_argument("--timeout", type=int, default=None, help="seconds per cell")
+    regen.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                       help="start no new run or chapter after M minutes; a second call "
+                       "continues")
     _grid_parser(sub)
     bench = sub.add_parser("bench", help="speed benchmarks, results as JSON")
     bench.add_argument("target", choices=["moo", "grid"], help="what to benchmark")
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
             manifest = regenerate(profile=args.profile, device=args.device, only=args.only,
                                   output_dir=args.output_dir, notebooks=args.notebooks,
-                                  seed=args.seed, timeout=args.timeout)
+                                  seed=args.seed, timeout=args.timeout,
+                                  max_minutes=args.max_minutes)
             total = sum(c["wall_seconds"] for c in manifest["chapters"].values())
             print(f"[mtvae] manifest: {args.output_dir}/manifest.json "
                   f"(chapters' wall time {total:.1f} s)")

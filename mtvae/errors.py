@@ -17,6 +17,25 @@ class TrainingDivergedError(RuntimeError):
     """A training run produced a non-finite loss and was stopped."""
 
 
+class TimeLimitReached(MTVAEError):
+    """A time-boxed call (``--max-minutes``) reached its limit at a run boundary."""
+
+
+DEADLINE_ENV = "MTVAE_DEADLINE"
+"""Unix time after which no new run starts (set by ``regenerate --max-minutes``)."""
+
+
+def check_deadline(what: str) -> None:
+    """Raise :class:`TimeLimitReached` before starting ``what`` once the deadline passed."""
+    import os
+    import time
+
+    value = os.environ.get(DEADLINE_ENV)
+    if value and time.time() >= float(value):
+        raise TimeLimitReached(f"the time limit was reached before {what}; finished runs are "
+                               "recorded: run the same command again to continue")
+
+
 def check_choice(kind: str, value: object, valid: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``valid``; otherwise raise an error listing them."""
     options = sorted(valid)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtvae.device import DEVICES, device_name, resolve_device
-from mtvae.errors import MTVAEError, check_choice
+from mtvae.errors import DEADLINE_ENV, MTVAEError, TimeLimitReached, check_choice, check_deadline
 from mtvae.profiles import get_profile
 from mtvae.provenance import git_state, package_versions
 from mtvae.results import results_dir, write_record
@@ -100,6 +100,8 @@ def execute_chapter(chapter: Chapter, out_dir: Path, parameters: dict[str, objec
                                 kernel_name="python3", cwd=str(cwd), progress_bar=False,
                                 log_output=False, execution_timeout=timeout)
         except pm.PapermillExecutionError as err:
+            if err.ename == "TimeLimitReached":
+                raise TimeLimitReached(f"chapter {chapter.stem}: {err.evalue}") from None
             raise MTVAEError(
                 f"chapter {chapter.stem} failed in cell {err.exec_count}: {err.ename}: "
                 f"{err.evalue}".strip()
@@ -149,9 +151,20 @@ def regenerate(
     notebooks: str | os.PathLike[str] = "notebooks",
     seed: int = 0,
     timeout: int | None = None,
+    max_minutes: float | None = None,
 ) -> dict[str, object]:
-    """Execute the selected chapters and update the manifest; returns the manifest."""
+    """Execute the selected chapters and update the manifest; returns the manifest.
+
+    With ``max_minutes`` no new training run (and no new chapter) starts after that many
+    minutes: the chapter in progress stops at a run boundary and keeps its previous
+    executed version, finished runs stay recorded, and the manifest's ``left`` lists the
+    chapters still to execute; the same call again continues from there.
+    """
     get_profile(profile)
+    if max_minutes is not None and not max_minutes > 0:
+        raise MTVAEError(f"--max-minutes must be > 0, got {max_minutes!r}")
+    if max_minutes is not None:
+        os.environ[DEADLINE_ENV] = str(time.time() + 60 * max_minutes)
     check_choice("device", device, DEVICES)
     dev = resolve_device(device)
     root = Path.cwd()
@@ -162,12 +175,22 @@ def regenerate(
     logs.mkdir(parents=True, exist_ok=True)
     os.environ["MTVAE_BATCH"] = "1"
     code_state = git_state()  # the code that runs, before any chapter output is rewritten
-    for chapter in chapters:
+    for k, chapter in enumerate(chapters):
         os.environ["MTVAE_LOG"] = str(logs / f"{chapter.stem}.log")
-        print(f"[mtvae] executing {chapter.stem} (profile={profile}, device={dev.type}) ...",
-              flush=True)
-        wall = execute_chapter(chapter, out_dir, {"profile": profile, "device": device,
-                                                  "seed": seed}, root, timeout)
+        try:
+            check_deadline(f"chapter {chapter.stem}")
+            print(f"[mtvae] executing {chapter.stem} (profile={profile}, "
+                  f"device={dev.type}) ...", flush=True)
+            wall = execute_chapter(chapter, out_dir, {"profile": profile, "device": device,
+                                                      "seed": seed}, root, timeout)
+        except TimeLimitReached as err:
+            left = [c.stem for c in chapters[k:]]
+            print(f"[mtvae] stopped at the time limit ({err}); left: {', '.join(left)}. "
+                  "Run the same command again to continue.", flush=True)
+            os.environ.pop(DEADLINE_ENV, None)
+            manifest = load_manifest(manifest_path)
+            manifest["left"] = left
+            return manifest
         print(f"[mtvae] {chapter.stem} done in {wall:.1f} s", flush=True)
         manifest = load_manifest(manifest_path)
         manifest["chapters"][chapter.stem] = {
@@ -180,4 +203,5 @@ def regenerate(
         manifest["git"] = code_state
         manifest["versions"] = package_versions()
         write_record(manifest_path, manifest)
+    os.environ.pop(DEADLINE_ENV, None)
     return load_manifest(manifest_path)

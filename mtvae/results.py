@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from mtvae.errors import MTVAEError
+from mtvae.errors import MTVAEError, check_deadline
 
 
 def results_dir() -> Path:
@@ -91,6 +91,7 @@ def cached_run(
     path = Path(root or results_dir()) / grid / f"{run_id(name, config)}.json"
     if path.exists():
         return read_record(path)
+    check_deadline(f"run {name} of {grid}")
     started = time.time()
     metrics = compute()
     record = new_record(grid, name, config, {"metrics": metrics},

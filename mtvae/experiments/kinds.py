@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from mtvae.data import Dataset
@@ -32,6 +33,7 @@ from mtvae.hetero_run import (
     load_data,
 )
 from mtvae.moo import get_combiner
+from mtvae.results import cache_dir, run_id
 from mtvae.stack import stackable as combiner_stackable
 
 Kind = Callable[[dict[str, Any], str], dict[str, Any]]
@@ -121,10 +123,17 @@ def hetero_stacked(configs: list[dict[str, Any]], device: str
     """:func:`hetero` for runs that differ only in ``seed``, trained as one stacked job."""
     for c in configs:
         _require(c, HETERO_KEYS, "hetero")
+    # a stack of S runs is S times the work of one: checkpoints let a killed job resume
+    ckpts: list[Path | None] = [cache_dir() / "grid" / f"{run_id('hetero', c)}.pt"
+                                for c in configs]
     out: list[dict[str, Any] | BaseException] = []
-    for r in fit_and_score_stacked(configs, [_data(c) for c in configs], device=device):
+    results = fit_and_score_stacked(configs, [_data(c) for c in configs], device=device,
+                                    checkpoints=ckpts)
+    for r, path in zip(results, ckpts, strict=True):
         out.append(r if isinstance(r, BaseException)
                    else r[0] | {"conflict": conflict_summary(r[1])})
+        if path is not None:
+            path.unlink(missing_ok=True)  # the record, written next, is the durable state
     return out
 
 
