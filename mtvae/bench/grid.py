@@ -1,8 +1,9 @@
 """``python -m mtvae bench grid``: runs per minute of one fixed grid, stacked or not.
 
-One fixed grid of real ``hetero`` runs (two tables x the plain sum x ten seeds, a fixed
-number of steps, no early stopping, so every configuration does the same work) is run into
-a temporary results folder for {1, N workers} x {unstacked, stacked S = 5, 10}. Each row
+One fixed grid of real ``hetero`` runs (two tables x the plain sum x as many seeds as the
+largest stack, a fixed number of steps, no early stopping, so every configuration does the
+same work) is run into a temporary results folder for {1, N workers} x {unstacked, stacked
+S = 5, 10} on the CPU (S = 5, 25, 100 on a GPU). Each row
 gives ``{device, workers, stack, runs, seconds, runs_per_min, ratio}``, ``ratio`` being
 runs per minute over the unstacked row with the same workers (pool start-up included).
 Absolute times are context; ratios are measured in one call.
@@ -16,11 +17,11 @@ from typing import Any
 from mtvae.device import device_name, resolve_device
 from mtvae.errors import MTVAEError
 
-STACKS = (1, 5, 10)
+STACKS = {"cpu": (1, 5, 10), "cuda": (1, 5, 25, 100)}
 
 
 def bench_grid(workers: int = 2, device: str = "auto", quick: bool = False,
-               stacks: tuple[int, ...] = STACKS) -> list[dict[str, Any]]:
+               stacks: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
     """Rows ``{device, workers, stack, runs, seconds, runs_per_min, ratio, ...}``."""
     from mtvae.experiments import LocalExecutor, grid_of, run_grid
     from mtvae.profiles import get_profile
@@ -28,11 +29,12 @@ def bench_grid(workers: int = 2, device: str = "auto", quick: bool = False,
     if not isinstance(workers, int) or workers < 2:
         raise MTVAEError(f"bench grid compares 1 with N workers: N must be ≥ 2, got {workers!r}")
     dev = resolve_device(device)
+    stacks = stacks or STACKS[dev.type]
     g = get_profile("smoke").grid
     fixed = {"max_rows": 1000, "hidden": g.hidden, "depth": g.depth, "batch_size": g.batch_size,
              "lr": g.lr, "steps": 60 if quick else 200, "patience_steps": 100000,
              "monitor_every": 10, "missing_rate": 0.3, "method": "sum"}
-    spec = grid_of("bench-grid", "hetero", {"seed": tuple(range(10)),
+    spec = grid_of("bench-grid", "hetero", {"seed": tuple(range(max(stacks))),
                                             "dataset": ("hi", "labour")}, fixed)
     rows: list[dict[str, Any]] = []
     for n in (1, workers):
