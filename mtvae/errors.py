@@ -13,8 +13,12 @@ class MTVAEError(ValueError):
     """Bad input or configuration: the message says what is wrong and how to fix it."""
 
 
-class TrainingDivergedError(RuntimeError):
-    """A training run produced a non-finite loss and was stopped."""
+class TrainingDivergedError(MTVAEError, RuntimeError):
+    """A training run diverged (non-finite or exploding loss, exploding weights) and was stopped.
+
+    An :class:`MTVAEError` like every other user-facing fault (the message names the epoch,
+    the step, the loss terms and the fix), and still a ``RuntimeError`` for older callers.
+    """
 
 
 def check_choice(kind: str, value: object, valid: Iterable[str]) -> str:

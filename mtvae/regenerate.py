@@ -24,7 +24,15 @@ from mtvae.device import DEVICES, device_name, resolve_device
 from mtvae.errors import MTVAEError, check_choice
 from mtvae.profiles import get_profile
 from mtvae.provenance import git_state, package_versions
-from mtvae.results import results_dir, write_record
+from mtvae.results import (
+    cache_dir,
+    files_written_since,
+    logs_dir,
+    outputs_under,
+    repo_root,
+    results_dir,
+    write_record,
+)
 
 CHAPTER_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.md$")
 
@@ -141,6 +149,35 @@ def load_manifest(path: Path) -> dict[str, object]:
     return {"chapters": {}}
 
 
+def check_output_dir(output_dir: str | os.PathLike[str]) -> Path:
+    """``output_dir`` as a Path, or a clear error when it exists and is not a folder."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise MTVAEError(f"--output-dir {out} is a file, not a folder; pass a folder (it is "
+                         "created if missing), e.g. --output-dir /tmp/mtvae-check")
+    return out
+
+
+def is_book_dir(out_dir: Path) -> bool:
+    """True when ``out_dir`` is the book's own chapter folder (``book/chapters``)."""
+    root = repo_root() or Path.cwd()
+    return out_dir.resolve() == (root / "book" / "chapters").resolve()
+
+
+def timing_entry(previous: dict[str, object], wall: float, cold: bool,
+                 profile: str, device: str) -> dict[str, object]:
+    """Wall-time fields of a manifest entry: this execution's ``wall_seconds`` and whether
+    it was ``cold`` (it trained something), plus the latest cold and cached (nothing
+    trained) wall times of this chapter for the same profile and device."""
+    same = previous.get("profile") == profile and previous.get("device") == device
+    out: dict[str, object] = {"wall_seconds": round(wall, 2), "cold": cold}
+    for key in ("cold_wall_seconds", "cached_wall_seconds"):
+        if same and key in previous:
+            out[key] = previous[key]
+    out["cold_wall_seconds" if cold else "cached_wall_seconds"] = round(wall, 2)
+    return out
+
+
 def regenerate(
     profile: str = "smoke",
     device: str = "auto",
@@ -150,15 +187,33 @@ def regenerate(
     seed: int = 0,
     timeout: int | None = None,
 ) -> dict[str, object]:
-    """Execute the selected chapters and update the manifest; returns the manifest."""
+    """Execute the selected chapters and update the manifest; returns the manifest.
+
+    With an ``output_dir`` other than the book's ``book/chapters``, every write (records,
+    checkpoints, logs) goes under it (:func:`mtvae.results.outputs_under`), so a quick
+    check leaves the checkout clean.
+    """
     get_profile(profile)
     check_choice("device", device, DEVICES)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
+                                or timeout < 1):
+        raise MTVAEError(f"timeout must be a positive number of seconds per cell, got "
+                         f"{timeout!r}; leave it out for no limit")
+    out_dir = check_output_dir(output_dir)
+    if is_book_dir(out_dir):
+        return _regenerate(profile, device, only, out_dir, notebooks, seed, timeout)
+    with outputs_under(out_dir):
+        return _regenerate(profile, device, only, out_dir, notebooks, seed, timeout)
+
+
+def _regenerate(profile: str, device: str, only: list[str] | None, out_dir: Path,
+                notebooks: str | os.PathLike[str], seed: int,
+                timeout: int | None) -> dict[str, object]:
     dev = resolve_device(device)
     root = Path.cwd()
-    out_dir = Path(output_dir)
     chapters = select(discover(Path(notebooks)), only)
     manifest_path = out_dir / "manifest.json"
-    logs = root / ".cache" / "logs"
+    logs = logs_dir()
     logs.mkdir(parents=True, exist_ok=True)
     os.environ["MTVAE_BATCH"] = "1"
     code_state = git_state()  # the code that runs, before any chapter output is rewritten
@@ -166,16 +221,23 @@ def regenerate(
         os.environ["MTVAE_LOG"] = str(logs / f"{chapter.stem}.log")
         print(f"[mtvae] executing {chapter.stem} (profile={profile}, device={dev.type}) ...",
               flush=True)
+        records_before = record_compute(results_dir(), chapter, profile)["run_records"]
+        since = time.time()
         wall = execute_chapter(chapter, out_dir, {"profile": profile, "device": device,
                                                   "seed": seed}, root, timeout)
         print(f"[mtvae] {chapter.stem} done in {wall:.1f} s", flush=True)
+        computed = record_compute(results_dir(), chapter, profile)
+        trained = {"runs_recorded": computed["run_records"] - records_before,
+                   "checkpoints_written": files_written_since(cache_dir(), since)}
         manifest = load_manifest(manifest_path)
+        previous = manifest["chapters"].get(chapter.stem, {})
         manifest["chapters"][chapter.stem] = {
             "profile": profile, "device": dev.type, "device_name": device_name(dev),
-            "wall_seconds": round(wall, 2), "seed": seed,
+            **timing_entry(previous, wall, any(trained.values()), profile, dev.type),
+            **trained, "seed": seed,
             "executed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "git": code_state,
-        } | record_compute(results_dir(), chapter, profile)
+        } | computed
         manifest["updated_at"] = manifest["chapters"][chapter.stem]["executed_at"]
         manifest["git"] = code_state
         manifest["versions"] = package_versions()

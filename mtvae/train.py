@@ -5,8 +5,9 @@ runs Adam over mini-batches, turns each batch's :class:`~mtvae.terms.Terms` into
 with a combiner (``"sum"`` = the plain objective), evaluates the validation loss every
 epoch, stops early when it no longer improves, and restores the best weights. With a
 ``checkpoint`` path it saves its complete state atomically after every epoch and resumes
-from it; a finished checkpoint is simply loaded (train-or-load). A non-finite loss stops
-training at once with :class:`~mtvae.errors.TrainingDivergedError`.
+from it; a finished checkpoint is simply loaded (train-or-load). A non-finite or exploding
+loss, or exploding weights, stop training at once with
+:class:`~mtvae.errors.TrainingDivergedError` (the rule: :mod:`mtvae.guard`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from mtvae.data.base import Dataset, Split
 from mtvae.device import resolve_device, seed_everything
 from mtvae.errors import MTVAEError, TrainingDivergedError, check_positive
+from mtvae.guard import DivergenceGuard, parameter_norm
 from mtvae.moo import Combiner, ConflictLog, get_combiner
 from mtvae.progress import EpochProgress
 
@@ -67,8 +69,23 @@ def _atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _describe(terms_values: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in terms_values.items())
+def _checkpoint_error(path: Path, problem: str) -> MTVAEError:
+    return MTVAEError(
+        f"checkpoint {path} {problem}; delete it (the run then trains from scratch) or pass "
+        "another checkpoint path"
+    )
+
+
+def _read_checkpoint(path: Path, device: torch.device) -> dict[str, object]:
+    """``torch.load`` of a fit checkpoint; garbage, truncated or foreign files are one error."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # UnpicklingError, EOFError, RuntimeError (zip), ...
+        raise _checkpoint_error(path, f"cannot be read ({type(err).__name__}: {err})") from None
+    keys = ("settings", "model", "optimizer", "best_state", "result", "epoch", "done")
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise _checkpoint_error(path, "is not a checkpoint written by mtvae.train.fit")
+    return state
 
 
 def fit(
@@ -135,14 +152,18 @@ def fit(
     last_save = time.perf_counter()
 
     if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        state = _read_checkpoint(ckpt_path, dev)
         if state["settings"] != settings:
             raise MTVAEError(
                 f"checkpoint {ckpt_path} was written with other settings "
                 f"{state['settings']} (now {settings}); delete it or use another path"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:  # size mismatch, other layers
+            what = " ".join(str(err).split())[:300] or type(err).__name__
+            raise _checkpoint_error(ckpt_path, f"holds another architecture ({what})") from None
         best_state = state["best_state"]
         result = FitResult(**state["result"])
         bad_epochs, start_epoch = state["bad_epochs"], state["epoch"]
@@ -157,6 +178,8 @@ def fit(
             model.load_state_dict(best_state)
             return result
 
+    guard = DivergenceGuard(lr=lr)  # the rule: see mtvae.guard
+    guard.start(model)
     bar = EpochProgress(epochs, desc, progress, initial=start_epoch)
     started = time.perf_counter() - result.seconds
     done = False
@@ -172,12 +195,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 terms = model.loss_terms(batch)
                 loss = float(terms.total().detach())
-                if not math.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"training stopped: the loss became {loss} at epoch {epoch}, step {step} "
-                        f"({_describe(terms.scalars())}). Lower the learning rate (now {lr}), "
-                        "set grad_clip, or check the data for extreme values."
-                    )
+                guard.check(loss, epoch, step, terms=terms.scalars())
                 observe = monitor_every is not None and step % monitor_every == 0
                 stats = comb.backward(terms, model, observe=observe)
                 if stats is not None:
@@ -198,6 +216,7 @@ def fit(
                     f"training stopped: the validation loss became {row['val_loss']} at epoch "
                     f"{epoch}. Lower the learning rate (now {lr}) or set grad_clip."
                 )
+            guard.check(row["loss"], epoch, step, param_norm=parameter_norm(model))
             row["seconds"] = time.perf_counter() - t0
             if log is not None:
                 log.end_epoch(epoch)
