@@ -21,6 +21,18 @@ class TrainingDivergedError(MTVAEError, RuntimeError):
     """
 
 
+class MTVAEWarning(UserWarning):
+    """Something the library changed or suspects in the user's data, with the fix."""
+
+
+class ZerosReplacedWarning(MTVAEWarning):
+    """Zeros in a ``pos`` (strictly positive) column were replaced before the log."""
+
+
+class SchemaFitWarning(MTVAEWarning):
+    """A column's declared type fits its training values poorly (see :mod:`mtvae.marginals`)."""
+
+
 def check_choice(kind: str, value: object, valid: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``valid``; otherwise raise an error listing them."""
     options = sorted(valid)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import torch
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from mtvae.data.base import Dataset, Split
+from mtvae.data.schema import check_same_columns
 from mtvae.device import resolve_device, seed_everything
 from mtvae.errors import MTVAEError, TrainingDivergedError, check_positive
 from mtvae.guard import DivergenceGuard, parameter_norm
@@ -134,6 +135,7 @@ def fit(
         raise MTVAEError(f"patience must be ≥ 1 or None, got {patience!r}")
     if monitor_every is not None and (not isinstance(monitor_every, int) or monitor_every < 1):
         raise MTVAEError(f"monitor_every must be a positive integer or None, got {monitor_every!r}")
+    check_same_columns(getattr(model, "schema", None), data.info.get("schema"), "data")
     dev = resolve_device(device)
     comb = get_combiner(combiner)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
