@@ -6,7 +6,9 @@ with jupytext and executed by papermill with the parameters ``profile``, ``devic
 first and moved into place only when it succeeded, so a failure never leaves a broken
 chapter behind. After each chapter the manifest (``manifest.json`` beside the chapters) is
 updated: git commit and dirty flag, profile, device, package versions and the wall time of
-every chapter. Heavy work inside chapters goes through cached runs and checkpoints, so an
+every chapter, with whether that execution trained anything (``cold``) and the latest cold
+and cached wall times kept apart. With an output folder other than ``book/chapters`` every
+write (records, checkpoints, logs) stays under that folder. Heavy work inside chapters goes through cached runs and checkpoints, so an
 interrupted regeneration continues where it stopped when it is started again.
 """
 
