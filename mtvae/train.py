@@ -113,7 +113,9 @@ def fit(
         epochs: maximum number of passes over the training split.
         patience: stop after this many epochs without a better validation loss
             (``None``: never stop early; the best epoch is still restored).
-        seed: seeds parameter initialisation noise, shuffling and sampling.
+        seed: seeds shuffling, dropout and sampling. The model's initial weights were
+            drawn when it was built: call ``mtvae.seed(n)`` before building it to make the
+            whole run reproducible.
         checkpoint: file to save to / resume from (see module docstring).
         grad_clip: clip the global gradient norm to this value.
         progress: ``auto`` (bar interactively, log lines in batch mode), ``bar``,
