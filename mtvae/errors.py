@@ -13,8 +13,24 @@ class MTVAEError(ValueError):
     """Bad input or configuration: the message says what is wrong and how to fix it."""
 
 
-class TrainingDivergedError(RuntimeError):
-    """A training run produced a non-finite loss and was stopped."""
+class TrainingDivergedError(MTVAEError, RuntimeError):
+    """A training run diverged (non-finite or exploding loss, exploding weights) and was stopped.
+
+    An :class:`MTVAEError` like every other user-facing fault (the message names the epoch,
+    the step, the loss terms and the fix), and still a ``RuntimeError`` for older callers.
+    """
+
+
+class MTVAEWarning(UserWarning):
+    """Something the library changed or suspects in the user's data, with the fix."""
+
+
+class ZerosReplacedWarning(MTVAEWarning):
+    """Zeros in a ``pos`` (strictly positive) column were replaced before the log."""
+
+
+class SchemaFitWarning(MTVAEWarning):
+    """A column's declared type fits its training values poorly (see :mod:`mtvae.marginals`)."""
 
 
 class TimeLimitReached(MTVAEError):

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from mtvae.data.base import Dataset, Split
-from mtvae.data.schema import Schema
+from mtvae.data.schema import Schema, check_same_columns
 from mtvae.errors import MTVAEError, check_choice
 
 if TYPE_CHECKING:
@@ -183,6 +183,7 @@ def evaluate_imputation(
     if isinstance(model, str):
         check_choice("baseline", model, ("mean",))
         model = mean_imputation(dataset)
+    check_same_columns(getattr(model, "schema", None), schema, f"dataset {dataset.name!r}")
     part = dataset.splits()[split]
     if "score" not in part.tensors:
         raise MTVAEError(f"the {split} split has no 'score' mask of held-out cells to evaluate")

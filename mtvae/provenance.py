@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import time
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import torch
 
@@ -66,8 +67,38 @@ def provenance_note(profile: str, device: str, chapter: str = "NN") -> str:
         f"**{p['device']}** ({p['device_name']}) on {p['date']}, with mtvae {v['mtvae']}, "
         f"torch {v['torch']} (CUDA {v['cuda']}), commit `{sha}`. "
         "Regenerate it with `python -m mtvae regenerate --profile "
-        f"{p['profile']} --only {chapter}`."
-    )
+        f"{p['profile']} --only {chapter}`. " + cold_run_note(chapter)
+    ).rstrip()
+
+
+def cold_run_note(chapter: str, manifest_path: Path | None = None) -> str:
+    """How long a cold ``full`` run of ``chapter`` takes here, from its shipped records.
+
+    The records of the full profile ship with the repository, the checkpoints of the models
+    behind the figures do not (they are tens of MB), so a fresh clone retrains those models.
+    The cost is bounded by the runs' own recorded times (each record keeps its training and
+    evaluation seconds and its device); the cached time is the manifest's. Empty when the
+    chapter has no full-profile records.
+    """
+    from mtvae.regenerate import Chapter, load_manifest, record_compute
+    from mtvae.results import repo_root, results_dir
+
+    compute = record_compute(results_dir(), Chapter(chapter, Path(f"{chapter}.md")), "full")
+    if not compute["run_records"]:
+        return ""
+    minutes = compute["run_records_seconds"] / 60
+    text = (f"A cold `full` run on a fresh clone (records ship; the checkpoints of the models "
+            f"behind the figures do not) retrains those models: at most the {minutes:.0f} min "
+            f"of compute that all {compute['run_records']} of its runs took where their records "
+            "were made")
+    path = manifest_path or (repo_root() or Path.cwd()) / "book" / "chapters" / "manifest.json"
+    entries = load_manifest(path)["chapters"] if path.is_file() else {}
+    entry = next((e for k, e in entries.items()
+                  if k.startswith(f"{chapter}_") and e.get("profile") == "full"), None)
+    cached = entry and entry.get("cached_wall_seconds", entry.get("wall_seconds"))
+    if cached:
+        text += f"; with every checkpoint cached the chapter executes in {float(cached):.0f} s"
+    return text + "."
 
 
 def manifest_tables(manifest: dict[str, object]) -> tuple[object, object]:

@@ -6,8 +6,11 @@ with jupytext and executed by papermill with the parameters ``profile``, ``devic
 first and moved into place only when it succeeded, so a failure never leaves a broken
 chapter behind. After each chapter the manifest (``manifest.json`` beside the chapters) is
 updated: git commit and dirty flag, profile, device, package versions and the wall time of
-every chapter. Heavy work inside chapters goes through cached runs and checkpoints, so an
-interrupted regeneration continues where it stopped when it is started again.
+every chapter, with whether that execution trained anything (``cold``) and the latest cold
+and cached wall times kept apart. With an output folder other than ``book/chapters`` every
+write (records, checkpoints, logs) stays under that folder. Heavy work inside chapters goes
+through cached runs and checkpoints, so an interrupted regeneration continues where it
+stopped when it is started again; ``max_minutes`` stops it on purpose at a run boundary.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from mtvae.device import DEVICES, device_name, resolve_device
 from mtvae.errors import DEADLINE_ENV, MTVAEError, TimeLimitReached, check_choice, check_deadline
 from mtvae.profiles import get_profile
 from mtvae.provenance import git_state, package_versions
-from mtvae.results import results_dir, write_record
+from mtvae.results import (
+    cache_dir,
+    files_written_since,
+    logs_dir,
+    outputs_under,
+    repo_root,
+    results_dir,
+    write_record,
+)
 
 CHAPTER_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.md$")
 
@@ -143,6 +154,35 @@ def load_manifest(path: Path) -> dict[str, object]:
     return {"chapters": {}}
 
 
+def check_output_dir(output_dir: str | os.PathLike[str]) -> Path:
+    """``output_dir`` as a Path, or a clear error when it exists and is not a folder."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise MTVAEError(f"--output-dir {out} is a file, not a folder; pass a folder (it is "
+                         "created if missing), e.g. --output-dir /tmp/mtvae-check")
+    return out
+
+
+def is_book_dir(out_dir: Path) -> bool:
+    """True when ``out_dir`` is the book's own chapter folder (``book/chapters``)."""
+    root = repo_root() or Path.cwd()
+    return out_dir.resolve() == (root / "book" / "chapters").resolve()
+
+
+def timing_entry(previous: dict[str, object], wall: float, cold: bool,
+                 profile: str, device: str) -> dict[str, object]:
+    """Wall-time fields of a manifest entry: this execution's ``wall_seconds`` and whether
+    it was ``cold`` (it trained something), plus the latest cold and cached (nothing
+    trained) wall times of this chapter for the same profile and device."""
+    same = previous.get("profile") == profile and previous.get("device") == device
+    out: dict[str, object] = {"wall_seconds": round(wall, 2), "cold": cold}
+    for key in ("cold_wall_seconds", "cached_wall_seconds"):
+        if same and key in previous:
+            out[key] = previous[key]
+    out["cold_wall_seconds" if cold else "cached_wall_seconds"] = round(wall, 2)
+    return out
+
+
 def regenerate(
     profile: str = "smoke",
     device: str = "auto",
@@ -159,6 +199,10 @@ def regenerate(
     minutes: the chapter in progress stops at a run boundary and keeps its previous
     executed version, finished runs stay recorded, and the manifest's ``left`` lists the
     chapters still to execute; the same call again continues from there.
+
+    With an ``output_dir`` other than the book's ``book/chapters``, every write (records,
+    checkpoints, logs) goes under it (:func:`mtvae.results.outputs_under`), so a quick
+    check leaves the checkout clean.
     """
     get_profile(profile)
     if max_minutes is not None and not max_minutes > 0:
@@ -166,12 +210,25 @@ def regenerate(
     if max_minutes is not None:
         os.environ[DEADLINE_ENV] = str(time.time() + 60 * max_minutes)
     check_choice("device", device, DEVICES)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
+                                or timeout < 1):
+        raise MTVAEError(f"timeout must be a positive number of seconds per cell, got "
+                         f"{timeout!r}; leave it out for no limit")
+    out_dir = check_output_dir(output_dir)
+    if is_book_dir(out_dir):
+        return _regenerate(profile, device, only, out_dir, notebooks, seed, timeout)
+    with outputs_under(out_dir):
+        return _regenerate(profile, device, only, out_dir, notebooks, seed, timeout)
+
+
+def _regenerate(profile: str, device: str, only: list[str] | None, out_dir: Path,
+                notebooks: str | os.PathLike[str], seed: int,
+                timeout: int | None) -> dict[str, object]:
     dev = resolve_device(device)
     root = Path.cwd()
-    out_dir = Path(output_dir)
     chapters = select(discover(Path(notebooks)), only)
     manifest_path = out_dir / "manifest.json"
-    logs = root / ".cache" / "logs"
+    logs = logs_dir()
     logs.mkdir(parents=True, exist_ok=True)
     os.environ["MTVAE_BATCH"] = "1"
     code_state = git_state()  # the code that runs, before any chapter output is rewritten
@@ -181,6 +238,8 @@ def regenerate(
             check_deadline(f"chapter {chapter.stem}")
             print(f"[mtvae] executing {chapter.stem} (profile={profile}, "
                   f"device={dev.type}) ...", flush=True)
+            records_before = record_compute(results_dir(), chapter, profile)["run_records"]
+            since = time.time()
             wall = execute_chapter(chapter, out_dir, {"profile": profile, "device": device,
                                                       "seed": seed}, root, timeout)
         except TimeLimitReached as err:
@@ -192,13 +251,18 @@ def regenerate(
             manifest["left"] = left
             return manifest
         print(f"[mtvae] {chapter.stem} done in {wall:.1f} s", flush=True)
+        computed = record_compute(results_dir(), chapter, profile)
+        trained = {"runs_recorded": computed["run_records"] - records_before,
+                   "checkpoints_written": files_written_since(cache_dir(), since)}
         manifest = load_manifest(manifest_path)
+        previous = manifest["chapters"].get(chapter.stem, {})
         manifest["chapters"][chapter.stem] = {
             "profile": profile, "device": dev.type, "device_name": device_name(dev),
-            "wall_seconds": round(wall, 2), "seed": seed,
+            **timing_entry(previous, wall, any(trained.values()), profile, dev.type),
+            **trained, "seed": seed,
             "executed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "git": code_state,
-        } | record_compute(results_dir(), chapter, profile)
+        } | computed
         manifest["updated_at"] = manifest["chapters"][chapter.stem]["executed_at"]
         manifest["git"] = code_state
         manifest["versions"] = package_versions()

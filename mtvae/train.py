@@ -5,8 +5,9 @@ runs Adam over mini-batches, turns each batch's :class:`~mtvae.terms.Terms` into
 with a combiner (``"sum"`` = the plain objective), evaluates the validation loss every
 epoch, stops early when it no longer improves, and restores the best weights. With a
 ``checkpoint`` path it saves its complete state atomically after every epoch and resumes
-from it; a finished checkpoint is simply loaded (train-or-load). A non-finite loss stops
-training at once with :class:`~mtvae.errors.TrainingDivergedError`.
+from it; a finished checkpoint is simply loaded (train-or-load). A non-finite or exploding
+loss, or exploding weights, stop training at once with
+:class:`~mtvae.errors.TrainingDivergedError` (the rule: :mod:`mtvae.guard`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import torch
 from torch import nn
 
 from mtvae.data.base import Dataset, Split
+from mtvae.data.schema import check_same_columns
 from mtvae.device import resolve_device, seed_everything
 from mtvae.errors import MTVAEError, TrainingDivergedError, check_positive
+from mtvae.guard import DivergenceGuard, parameter_norm
 from mtvae.moo import Combiner, ConflictLog, get_combiner
 from mtvae.progress import EpochProgress
 from mtvae.terms import Terms
@@ -71,10 +74,29 @@ def atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _checkpoint_error(path: Path, problem: str) -> MTVAEError:
+    return MTVAEError(
+        f"checkpoint {path} {problem}; delete it (the run then trains from scratch) or pass "
+        "another checkpoint path"
+    )
+
+
+def _read_checkpoint(path: Path, device: torch.device) -> dict[str, object]:
+    """``torch.load`` of a fit checkpoint; garbage, truncated or foreign files are one error."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # UnpicklingError, EOFError, RuntimeError (zip), ...
+        raise _checkpoint_error(path, f"cannot be read ({type(err).__name__}: {err})") from None
+    keys = ("settings", "model", "optimizer", "best_state", "result", "epoch", "done")
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise _checkpoint_error(path, "is not a checkpoint written by mtvae.train.fit")
+    return state
+
+
 def load_checkpoint(path: Path, device: torch.device, settings: dict[str, Any]
                     ) -> dict[str, Any]:
     """A checkpoint written with exactly these ``settings`` (else one clear error)."""
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = _read_checkpoint(path, device)
     if state["settings"] != settings:
         raise MTVAEError(
             f"checkpoint {path} was written with other settings "
@@ -146,7 +168,9 @@ def fit(
         epochs: maximum number of passes over the training split.
         patience: stop after this many epochs without a better validation loss
             (``None``: never stop early; the best epoch is still restored).
-        seed: seeds parameter initialisation noise, shuffling and sampling.
+        seed: seeds shuffling, dropout and sampling. The model's initial weights were
+            drawn when it was built: call ``mtvae.seed(n)`` before building it to make the
+            whole run reproducible.
         checkpoint: file to save to / resume from (see module docstring).
         grad_clip: clip the global gradient norm to this value.
         progress: ``auto`` (bar interactively, log lines in batch mode), ``bar``,
@@ -166,6 +190,7 @@ def fit(
         A :class:`FitResult`; ``model`` holds the best weights, on ``device``.
     """
     check_fit_args(epochs, lr, patience, monitor_every, val_every)
+    check_same_columns(getattr(model, "schema", None), data.info.get("schema"), "data")
     dev = resolve_device(device)
     comb = get_combiner(combiner)
     settings: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr,
@@ -188,8 +213,12 @@ def fit(
 
     if ckpt_path is not None and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, dev, settings)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:  # size mismatch, other layers
+            what = " ".join(str(err).split())[:300] or type(err).__name__
+            raise _checkpoint_error(ckpt_path, f"holds another architecture ({what})") from None
         best_state = state["best_state"]
         result = FitResult(**state["result"])
         bad_epochs, start_epoch = state["bad_epochs"], state["epoch"]
@@ -204,6 +233,8 @@ def fit(
             model.load_state_dict(best_state)
             return result
 
+    guard = DivergenceGuard(lr=lr)  # the rule: see mtvae.guard
+    guard.start(model)
     bar = EpochProgress(epochs, desc, progress, initial=start_epoch)
     started = time.perf_counter() - result.seconds
     done = False
@@ -212,7 +243,10 @@ def fit(
             t0 = time.perf_counter()
             model.train()
             row, log = _train_epoch(model, data, comb, optimizer, shuffle_gen, epoch,
-                                    batch_size, lr, grad_clip, monitor_every, check_every, log)
+                                    batch_size, lr, grad_clip, monitor_every, check_every, log,
+                                    guard)
+            guard.check(row["loss"], epoch, math.ceil(len(data.train) / batch_size) - 1,
+                        param_norm=parameter_norm(model))
             if epoch % val_every == 0 or epoch == epochs:
                 row["val_loss"] = evaluate_loss(model, data.val)
                 if not math.isfinite(row["val_loss"]):
@@ -258,12 +292,13 @@ def fit(
 def _train_epoch(model: nn.Module, data: Dataset, comb: Combiner,
                  optimizer: torch.optim.Optimizer, shuffle_gen: torch.Generator, epoch: int,
                  batch_size: int, lr: float, grad_clip: float | None,
-                 monitor_every: int | None, check_every: int, log: ConflictLog | None
-                 ) -> tuple[dict[str, float], ConflictLog | None]:
+                 monitor_every: int | None, check_every: int, log: ConflictLog | None,
+                 guard: DivergenceGuard) -> tuple[dict[str, float], ConflictLog | None]:
     """One pass over the training split; per-step scalars accumulate on the device."""
     sums: torch.Tensor | None = None
     names: list[str] = []
     since: torch.Tensor | None = None
+    peak: torch.Tensor | None = None  # largest |loss| since the last check (NaN-propagating)
     n_seen = 0
     for step, batch in enumerate(
         data.train.batches(batch_size, shuffle=True, generator=shuffle_gen, train=True)
@@ -286,14 +321,17 @@ def _train_epoch(model: nn.Module, data: Dataset, comb: Combiner,
         row = values * m
         sums = row if sums is None else sums + row
         since = row if since is None else since + row
+        peak = values[0].abs() if peak is None else torch.maximum(peak, values[0].abs())
         if (step + 1) % check_every == 0:
             _check_finite(since, names, epoch, step, lr)
-            since = None
+            guard.check(peak, epoch, step)
+            since = peak = None
         optimizer.step()
         n_seen += m
     assert sums is not None
     if since is not None:
         _check_finite(since, names, epoch, step, lr)
+        guard.check(peak, epoch, step)  # type: ignore[arg-type]
     return {"epoch": float(epoch), **dict(zip(names, (sums / n_seen).tolist(),
                                               strict=True))}, log
 

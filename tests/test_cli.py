@@ -51,6 +51,108 @@ def test_bad_arguments_give_one_line_errors(args, message):
     assert len([ln for ln in proc.stderr.splitlines() if "error" in ln]) == 1
 
 
+def test_output_dir_that_is_a_file_and_negative_timeout_are_refused(tmp_path):
+    a_file = tmp_path / "chapters.txt"
+    a_file.write_text("not a folder")
+    # before: a traceback (FileExistsError) after the chapter had run
+    proc = run_cli("regenerate", "--only", "01", "--output-dir", str(a_file))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"--output-dir {a_file} is a file, not a folder; pass a folder" in proc.stderr
+    # before: accepted
+    proc = run_cli("regenerate", "--only", "01", "--timeout", "-1",
+                   "--output-dir", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "timeout must be a positive number of seconds per cell, got -1" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_with_a_malformed_record_is_one_line(tmp_path):
+    from mtvae.experiments import get_grid
+
+    run = get_grid("hetero", "smoke").runs()[0]
+    bad = tmp_path / "hetero-smoke" / f"{run.id}.json"
+    bad.parent.mkdir()
+    bad.write_text('{"id": 3}')
+    proc = run_cli("grid", "hetero", "--dry-run", "--results", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"run record {bad} is malformed (no string 'id'); delete it to rerun" in proc.stderr
+
+
+QUICK_CHAPTER = """
+    # Trains one tiny model through a cached run, a checkpoint and the training log
+
+    ```{code-cell} ipython3
+    :tags: [parameters, remove-cell]
+
+    profile = "smoke"
+    device = "auto"
+    seed = 0
+    ```
+
+    ```{code-cell} ipython3
+    from mtvae.data import load
+    from mtvae.models import VAE
+    from mtvae.results import cache_dir, cached_run
+    from mtvae.train import fit
+
+    data = load("digits", binarize="dynamic", train_size=100)
+
+    def compute():
+        model = VAE(data.x_shape, 2, hidden=(8,))
+        res = fit(model, data, epochs=2, progress="log", checkpoint=cache_dir() / "q" / "m.pt")
+        return {"val": res.best_val}
+
+    record = cached_run("ch01-smoke", "quick", {"seed": seed}, compute)
+    print("recorded", "val" in record["metrics"])
+    ```
+    """
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+
+
+def _git_status():
+    return subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.slow
+def test_quick_check_keeps_every_write_under_output_dir(tmp_path):
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    _chapter(src, "01_quick.md", QUICK_CHAPTER)
+    out = tmp_path / "x"
+    env_free = {k: v for k, v in os.environ.items()
+                if k not in ("MTVAE_RESULTS", "MTVAE_CACHE", "MTVAE_LOGS", "MTVAE_LOG")}
+    watched = [REPO / "results", REPO / ".cache", REPO / "book" / "chapters"]
+    before = ([_tree(f) for f in watched], _git_status())
+
+    def quick():
+        proc = subprocess.run(
+            [sys.executable, "-m", "mtvae", "regenerate", "--profile", "smoke", "--only", "01",
+             "--notebooks", str(src), "--output-dir", str(out)], cwd=REPO,
+            env={**env_free, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+            timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads((out / "manifest.json").read_text())["chapters"]["01_quick"]
+
+    cold = quick()
+    # before: results/ch01-smoke/ and .cache/ appeared in the checkout
+    assert ([_tree(f) for f in watched], _git_status()) == before
+    assert len(list((out / "results" / "ch01-smoke").glob("*.json"))) == 1
+    assert (out / "cache" / "q" / "m.pt").exists() and (out / "logs" / "01_quick.log").exists()
+    assert cold["cold"] is True and cold["runs_recorded"] == 1
+    assert cold["checkpoints_written"] == 1 and cold["cold_wall_seconds"] == cold["wall_seconds"]
+    cached = quick()
+    assert cached["cold"] is False and cached["runs_recorded"] == 0
+    assert cached["cached_wall_seconds"] == cached["wall_seconds"]
+    assert cached["cold_wall_seconds"] == cold["wall_seconds"]  # both kept, separately
+    nb = nbformat.read(out / "01_quick.ipynb", as_version=4)
+    assert "recorded True" in "".join(o.get("text", "") for c in nb.cells
+                                      if c.cell_type == "code" for o in c.outputs)
+
+
 def _chapter(folder: Path, name: str, body: str) -> None:
     cells = textwrap.dedent(body)
     (folder / name).write_text(HEADER + cells)

@@ -252,3 +252,45 @@ def test_named_grid_checks_its_tables_and_methods():
                                                                      methods=("sum", "pcgard")))
     with pytest.raises(MTVAEError, match="pcgard"):
         hetero_grid(bad_method)
+
+
+# ------------------------------------------- issue 15: workers die with their parent
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_grid_leaves_no_worker_and_a_rerun_completes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "mtvae", "grid", "hetero", "--workers", "2", "--device", "cpu",
+           "--results", str(tmp_path)]
+    folder = tmp_path / "hetero-smoke"
+    with open(tmp_path / "log.txt", "w") as log:
+        parent = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=log)
+        proc = psutil.Process(parent.pid)
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(folder.glob("*.json")):
+            assert parent.poll() is None, (tmp_path / "log.txt").read_text()
+            time.sleep(0.2)
+        workers = proc.children(recursive=True)
+        assert len(workers) >= 2 and list(folder.glob("*.json"))
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+    # before issue 15 the workers finished their runs, then sat idle until killed by hand
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers still running after the parent's SIGKILL: {alive}"
+    kept = {p.name for p in folder.glob("*.json")}
+    assert len(kept) < 12  # killed mid-grid
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert (f"grid hetero-smoke: 12 runs: {12 - len(kept)} done, {len(kept)} skipped "
+            "(recorded), 0 failed") in again.stdout
+    recs = records(tmp_path, "hetero-smoke")
+    assert len(recs) == 12 and all(r["id"] == stem and r["status"] == "ok"
+                                   for stem, r in recs.items())  # none lost, none twice

@@ -127,3 +127,50 @@ class _Odd:
     name = "weird"
     type = "ordinal"
     k = 3
+
+
+# ------------------------------------------ issue 15: marginal init, negative binomial
+
+
+def test_negative_binomial_log_prob_impute_and_distribution():
+    from mtvae.heads import NegativeBinomialHead
+
+    head = NegativeBinomialHead()
+    params = _params(2, seed=5)
+    x = torch.randint(0, 40, (B,)).double()
+    mean = torch.nn.functional.softplus(params[:, 0]) + 1e-6
+    r = torch.nn.functional.softplus(params[:, 1]) + 1e-6
+    reference = D.NegativeBinomial(total_count=r, probs=mean / (mean + r))
+    torch.testing.assert_close(head.log_prob(params, x), reference.log_prob(x))
+    torch.testing.assert_close(head.distribution(params).mean, mean)
+    torch.testing.assert_close(head.impute(params), mean.floor())
+    assert make_head(Feature("v", "count"), count="negbin").n_params == 2
+
+
+def _marginal(**kw):
+    from mtvae.data.marginals import Marginal
+
+    return Marginal(**{"name": "c", "type": "count", "n": 100, "mean": 0.0, "var": 1.0} | kw)
+
+
+def test_initial_bias_puts_every_head_at_its_marginal():
+    from mtvae.heads import NegativeBinomialHead
+
+    def at(head, marginal):
+        return head.initial_bias(marginal).double()[None]
+
+    poisson = at(PoissonHead(), _marginal(mean=2000.0, var=2000.0))
+    torch.testing.assert_close(PoissonHead().rate(poisson), torch.tensor([2000.0]).double())
+    nb_head = NegativeBinomialHead()
+    nb = nb_head.distribution(at(nb_head, _marginal(mean=1500.0, var=1500.0 + 1500.0**2 / 4)))
+    torch.testing.assert_close(nb.mean, torch.tensor([1500.0]).double(), rtol=1e-4, atol=0)
+    torch.testing.assert_close(nb.variance, torch.tensor([1500.0 + 1500.0**2 / 4]).double(),
+                               rtol=1e-4, atol=0)
+    normal = NormalHead().loc_scale(at(NormalHead(), _marginal(type="real", mean=0.1, var=4.0)))
+    torch.testing.assert_close(torch.cat(normal), torch.tensor([0.1, 2.0]).double())
+    p = BernoulliHead().distribution(at(BernoulliHead(), _marginal(type="bin",
+                                                                   freqs=(0.8, 0.2)))).probs
+    torch.testing.assert_close(p, torch.tensor([0.2]).double())
+    cat = CategoricalHead(3).distribution(at(CategoricalHead(3), _marginal(
+        type="cat", freqs=(0.5, 0.3, 0.2)))).probs
+    torch.testing.assert_close(cat, torch.tensor([[0.5, 0.3, 0.2]]).double())

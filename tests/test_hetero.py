@@ -1,6 +1,7 @@
 """HeteroVAE: the loss_terms contract, masked cells never read, training with ``fit``."""
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import torch
 from mtvae.data.base import Dataset, Split
 from mtvae.data.schema import Schema
 from mtvae.data.tabular import from_frame
-from mtvae.errors import MTVAEError
+from mtvae.errors import MTVAEError, SchemaFitWarning, ZerosReplacedWarning
 from mtvae.imputation import evaluate_imputation
 from mtvae.models.hetero import HeteroVAE
 from mtvae.terms import Terms
@@ -201,3 +202,92 @@ def test_end_to_end_with_from_frame():
     assert all(math.isfinite(v) for v in result["errors"])
     baseline = evaluate_imputation("mean", data)
     assert set(baseline["errors"].index) == set(result["errors"].index)
+
+
+# ------------------------------- issue 15: heads at the marginal, poor fits, column order
+
+
+def _overdispersed_frame(n=400, seed=0):
+    """Hours-worked-like counts in the thousands with var/mean in the hundreds."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=n)
+    return pd.DataFrame({
+        "age": np.exp(3.6 + 0.25 * u + 0.1 * rng.normal(size=n)),
+        "income": 2 * u + 0.5 * rng.normal(size=n),
+        "hours": rng.negative_binomial(4, 4 / (4 + 1500 * np.exp(0.4 * u))),
+        "smoker": (rng.random(n) < 1 / (1 + np.exp(-1.5 * u))).astype(int),
+    })
+
+
+OVER = {"age": "pos", "income": "real", "hours": "count", "smoker": "bin"}
+
+
+def test_overdispersed_counts_are_reported_before_training_with_the_fix():
+    # before: no message at all, and the VAE imputed 5-12x worse than the mean
+    with pytest.warns(SchemaFitWarning, match=r"column 'hours' \(count\): overdispersed count: "
+                      r"mean .*var/mean .*count='negbin'"):
+        data = from_frame(_overdispersed_frame(), OVER)
+    report = data.info["fit_report"]
+    assert list(report["column"]) == ["hours"] and "declare the column 'real'" in report.fix[0]
+    # a Poisson-like count and a pos column without zeros are not reported
+    calm = _overdispersed_frame().assign(hours=np.random.default_rng(1).poisson(900, 400))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SchemaFitWarning)
+        assert from_frame(calm, OVER).info["fit_report"].empty
+
+
+def test_many_zeros_in_a_pos_column_are_reported():
+    df = _overdispersed_frame().assign(hours=lambda d: d["hours"].clip(upper=3000) // 1000 + 1)
+    df.loc[:39, "age"] = 0.0
+    with pytest.warns(SchemaFitWarning, match=r"column 'age' \(pos\): 40 of 400 values are 0"), \
+            pytest.warns(ZerosReplacedWarning, match="column 'age'"):
+        data = from_frame(df, OVER)
+    assert data.info["pos_zeros_replaced"] == {"age": 40}
+
+
+def test_heads_start_at_the_training_marginal():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SchemaFitWarning)
+        data = from_frame(_overdispersed_frame(), OVER)
+    marginals = data.info["marginals"]
+    train = data.train.tensors
+    hours = train["x"][train["mask"][:, 2] > 0, 2].double()
+    assert marginals[2].mean == pytest.approx(float(hours.mean()))
+    for count, cls in (("poisson", "PoissonHead"), ("negbin", "NegativeBinomialHead")):
+        model = HeteroVAE(data.info["schema"], scaler=data.info["scaler"], count=count)
+        assert type(model.likelihoods[2]).__name__ == cls
+        bias = model.heads[2].bias.detach().double()[None]
+        mean = (model.likelihoods[2].rate(bias) if count == "poisson"
+                else model.likelihoods[2].mean_count(bias)[0])
+        assert float(mean) == pytest.approx(marginals[2].mean, rel=1e-4)
+        p = torch.sigmoid(model.heads[3].bias.detach())
+        assert float(p) == pytest.approx(marginals[3].freqs[1], rel=1e-4)
+    with pytest.raises(MTVAEError, match="unknown count likelihood 'nb'; valid count "
+                                         "likelihoods are: negbin, poisson"):
+        HeteroVAE(data.info["schema"], count="nb")
+
+
+def test_a_model_with_the_columns_in_another_order_is_refused():
+    data = from_frame(_overdispersed_frame().assign(hours=1), OVER)
+    reordered = HeteroVAE(dict(reversed(list(OVER.items()))), hidden=8, depth=1)
+    # before: it trained and scored, each head on another column
+    with pytest.raises(MTVAEError, match=r"the model's columns \['smoker', 'hours', 'income', "
+                                         r"'age'\] do not match the data's \['age', .*build "
+                                         r"the model with the dataset's own info\['schema'\]"):
+        fit(reordered, data, epochs=1, progress="none")
+    with pytest.raises(MTVAEError, match="do not match the dataset 'custom''s"):
+        evaluate_imputation(reordered, data)
+
+
+@pytest.mark.slow
+def test_plain_vae_with_negbin_counts_is_no_worse_than_mean_imputation():
+    """The acceptance case of issue 15 (the report lists the measured errors)."""
+    import mtvae
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SchemaFitWarning)
+        data = from_frame(_overdispersed_frame(n=750), OVER)
+    mtvae.seed(0)
+    model = HeteroVAE(data.info["schema"], scaler=data.info["scaler"], count="negbin")
+    fit(model, data, epochs=200, patience=30, progress="none", device="cpu")
+    assert evaluate_imputation(model, data)["mean"] <= evaluate_imputation("mean", data)["mean"]

@@ -114,7 +114,8 @@ def test_early_stopping_and_best_state_follow_the_single_run_rules():
         assert res.stopped_early and ref.stopped_early
         assert (res.best_epoch, res.epochs_run) == (ref.best_epoch, ref.epochs_run)
         assert res.epochs_run == res.best_epoch + kw["patience"]
-        assert math.isclose(float(m2.w.detach()), float(m.w.detach()), rel_tol=1e-5)  # the best state, restored
+        # the best state, restored
+        assert math.isclose(float(m2.w.detach()), float(m.w.detach()), rel_tol=1e-5)
     assert results[0].best_epoch != results[1].best_epoch  # each member stopped on its own
 
 

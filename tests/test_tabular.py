@@ -22,7 +22,7 @@ from mtvae.data.tabular import (
     mcar_mask,
     split_sizes,
 )
-from mtvae.errors import MTVAEError
+from mtvae.errors import MTVAEError, ZerosReplacedWarning
 
 TABLES = ["diamonds", "hi", "rwm5yr", "labour", "movies", "boston", "wine", "breast_cancer"]
 SMALL = 1500  # max_rows for the large tables
@@ -353,7 +353,9 @@ def test_numeric_columns_reject_bad_values():
 def test_pos_zeros_are_replaced_not_rejected():
     df = toy_frame()
     df.loc[[3, 8], "income"] = 0.0
-    ds = from_frame(df, TOY)
+    # before issue 15 the replacement was silent; now it is reported, naming column and count
+    with pytest.warns(ZerosReplacedWarning, match=r"column 'income' .* 2 zero\(s\) of 60"):
+        ds = from_frame(df, TOY)
     assert ds.info["pos_zeros_replaced"] == {"income": 2}
     back = ds.info["scaler"].inverse(whole(ds, "x"))[:, 1]
     floor = df["income"][df["income"] > 0].min() / 2

@@ -159,3 +159,69 @@ def test_progress_modes(digits, monkeypatch, tmp_path, capsys):
     lines = log.read_text().splitlines()
     assert len(lines) == 2 and "demo epoch 2/2" in lines[-1]
     assert "it/s" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- issue 15: divergence guard
+
+
+def test_exploding_loss_stops_with_epoch_step_and_terms(digits):
+    # before: lr=1e6 reached a loss of ~1e35 and fit returned normally
+    with pytest.raises(TrainingDivergedError,
+                       match=r"loss exploded to .* at epoch 1, step \d+ \(task/x=.*\)\. "
+                             r"Lower the learning rate \(now 1000000\.0\)") as info:
+        fit(_model(), digits, epochs=3, lr=1e6, device="cpu", progress="none")
+    assert isinstance(info.value, MTVAEError)  # before: a bare RuntimeError
+
+
+def test_divergence_guard_rule():
+    from mtvae.guard import DivergenceGuard, parameter_norm
+
+    guard = DivergenceGuard(loss_factor=100, param_factor=10)
+    guard.start([torch.ones(4)])  # initial norm 2
+    guard.check(torch.tensor(5.0), 1, 0, param_norm=torch.tensor(19.0))  # sets scale 5
+    guard.check(-499.0, 1, 1)  # 99.8 x the first loss: allowed
+    with pytest.raises(TrainingDivergedError, match=r"loss exploded to -501, .* epoch 1, step 2"):
+        guard.check(-501.0, 1, 2)
+    with pytest.raises(TrainingDivergedError,
+                       match=r"parameter norm exploded to 21, .* epoch 2, step 3"):
+        guard.check(1.0, 2, 3, param_norm=21.0)
+    # accumulated on the device: a running max of |loss| keeps a NaN from any step
+    running = torch.zeros(())
+    for value in (1.0, float("nan"), 2.0):
+        running = torch.maximum(running, torch.tensor(value).abs())
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 3, step 9 "
+                                                     r"\(a=1\)"):
+        guard.check(running, 3, 9, terms={"a": torch.tensor(1.0)})
+    with pytest.raises(TrainingDivergedError, match="a loss term became non-finite"):
+        DivergenceGuard().check(1.0, 1, 0, terms={"a": float("inf")})
+    assert float(parameter_norm(nn.Linear(2, 2))) > 0
+    with pytest.raises(MTVAEError, match="loss_factor must be a finite number > 1"):
+        DivergenceGuard(loss_factor=0.5)
+
+
+# ------------------------------------------------------- issue 15: broken checkpoints
+
+
+def test_garbage_truncated_or_foreign_checkpoints_are_one_clear_error(digits, tmp_path):
+    kw = {"epochs": 1, "device": "cpu", "progress": "none"}
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x04 this is not a checkpoint")
+    with pytest.raises(MTVAEError, match=rf"checkpoint {garbage} cannot be read .*delete it"):
+        fit(_model(), digits, checkpoint=garbage, **kw)  # before: UnpicklingError
+
+    good = tmp_path / "good.pt"
+    fit(_model(), digits, checkpoint=good, **kw)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(MTVAEError, match=rf"checkpoint {truncated} cannot be read"):
+        fit(_model(), digits, checkpoint=truncated, **kw)
+
+    other = VAE((1, 8, 8), 3, hidden=(32,))  # same settings, another architecture
+    with pytest.raises(MTVAEError, match=rf"checkpoint {good} holds another architecture "
+                                         r"\(.*size mismatch.*delete it"):
+        fit(other, digits, checkpoint=good, **kw)  # before: RuntimeError, file not named
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": 1}, foreign)
+    with pytest.raises(MTVAEError, match=r"is not a checkpoint written by mtvae\.train\.fit"):
+        fit(_model(), digits, checkpoint=foreign, **kw)

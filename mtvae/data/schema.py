@@ -186,3 +186,22 @@ class Schema:
         return pd.DataFrame(
             [(f.name, f.spec, f.k) for f in self.features], columns=["column", "type", "k"]
         )
+
+
+def check_same_columns(model_schema: object, data_schema: object, where: str = "data") -> None:
+    """Raise a clear error when a model and a dataset order (or name) their columns differently.
+
+    Tensors carry no column names: a model built with the same columns in another order
+    would silently train and score the wrong heads on the wrong columns. Either argument may
+    be ``None`` (nothing to compare).
+    """
+    if not isinstance(model_schema, Schema) or not isinstance(data_schema, Schema):
+        return
+    if model_schema.to_spec() == data_schema.to_spec() and model_schema.names == data_schema.names:
+        return
+    raise MTVAEError(
+        f"the model's columns {model_schema.names} do not match the {where}'s "
+        f"{data_schema.names} (names, order and types must agree: model "
+        f"{model_schema.to_spec()}, {where} {data_schema.to_spec()}); build the model with "
+        "the dataset's own info['schema']"
+    )

@@ -12,7 +12,12 @@ multimodal VAEs via impartial optimization"), where every column is one task:
 4. rows are shuffled (``split_seed``) into train/validation/test = 70/10/20 %;
 5. real and pos columns are standardised (pos on the log scale) with statistics of the
    *observed training* cells only (:class:`TabularScaler`), so nothing leaks from
-   validation, test or hidden cells.
+   validation, test or hidden cells;
+6. each column's training marginal is stored (``info["marginals"]``, where a HeteroVAE's
+   heads start) and columns whose declared type fits poorly are reported before any
+   training (``info["fit_report"]``, a :class:`~mtvae.errors.SchemaFitWarning`); zeros
+   replaced in a pos column give a :class:`~mtvae.errors.ZerosReplacedWarning`
+   (:mod:`mtvae.data.marginals`).
 
 Every split holds float32 tensors ``x`` (model space, 0.0 where the source had no value),
 ``mask`` (1 = observed) and ``score`` (1 = hidden cell with a known value to impute).
@@ -21,6 +26,7 @@ Every split holds float32 tensors ``x`` (model space, 0.0 where the source had n
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +37,9 @@ import torch
 from torch import Tensor
 
 from mtvae.data.base import Dataset, Split
+from mtvae.data.marginals import Marginal, fit_marginals, fit_report, warn_poor_fits
 from mtvae.data.schema import Feature, Schema, SchemaSpec
-from mtvae.errors import MTVAEError
+from mtvae.errors import MTVAEError, ZerosReplacedWarning
 
 # pos cells <= 0 are clamped to this before the log: a safety net for out-of-support input.
 # Zeros in the data itself are replaced earlier, by half the smallest positive value of the
@@ -57,6 +64,8 @@ class TabularScaler:
         if not len(self.types) == len(self.shift) == len(self.scale):
             raise MTVAEError("a TabularScaler needs one type, shift and scale per column")
         self.log = torch.tensor([t == "pos" for t in self.types], dtype=torch.bool)
+        # each column's training marginal (set by from_frame): where a HeteroVAE's heads start
+        self.marginals: tuple[Marginal, ...] | None = None
 
     @classmethod
     def identity(cls, schema: Schema) -> TabularScaler:
@@ -205,8 +214,13 @@ def _numeric_column(col: pd.Series, feature: Feature) -> tuple[np.ndarray, int]:
         zeros = int(is_zero.sum())
         if zeros:
             positive = conv[conv > 0]
-            floor = float(positive.min()) / 2 if len(positive) else 1.0
-            conv = conv.mask(is_zero, max(floor, POS_TINY))
+            floor = max(float(positive.min()) / 2 if len(positive) else 1.0, POS_TINY)
+            conv = conv.mask(is_zero, floor)
+            warnings.warn(ZerosReplacedWarning(
+                f"column {name!r} is declared pos (strictly positive, LogNormal) but has "
+                f"{zeros} zero(s) of {int(conv.notna().sum())} values; they were replaced by "
+                f"{floor:.4g} (half its smallest positive value). If zeros mean something, "
+                "declare it 'real' (or 'count' for integers) instead"), stacklevel=2)
     return conv.to_numpy(dtype=np.float64), zeros
 
 
@@ -343,6 +357,11 @@ def from_frame(
     x = scaler.transform(original).float()
     x[~available] = 0.0
 
+    known = {f.name: int(available[:, j].sum()) for j, f in enumerate(schema)}
+    scaler.marginals = fit_marginals(x[train], mask[train], schema, encoded.pos_zeros, known)
+    report = fit_report(scaler.marginals)
+    warn_poor_fits(report, f"table {name!r}")
+
     splits = {}
     for key, index in zip(("train", "val", "test"), parts, strict=True):
         index = index.sort().values
@@ -359,6 +378,8 @@ def from_frame(
         "n_rows_source": n_source,
         "categories": encoded.categories,
         "pos_zeros_replaced": encoded.pos_zeros,
+        "marginals": scaler.marginals,
+        "fit_report": report,
         "n_missing_source": int((~available).sum()),
         "rows": {key: rows[p.sort().values] for key, p in zip(splits, parts, strict=True)},
     }

@@ -11,7 +11,8 @@ an interruption (Ctrl-C, a killed job) stops it, and the records written so far 
   limits torch to ``threads`` intra-op threads: on a GPU ``cores // workers``; on the CPU
   one, because CPU results depend on the thread count (reductions split differently) and
   one thread per run makes the records independent of ``workers`` (small MLPs gain little
-  from more threads; more workers use the cores better).
+  from more threads; more workers use the cores better). Workers exit within about a
+  second when the parent process dies, whatever killed it (:func:`die_with_parent`).
 * :class:`SlurmExecutor` — chunks of runs submitted as one Slurm job array with
   ``submitit.AutoExecutor``; each job runs its chunk with a local pool of
   ``workers_per_job`` processes (several runs per GPU). ``cluster="local"`` or ``"debug"``
@@ -20,10 +21,14 @@ an interruption (Ctrl-C, a killed job) stops it, and the records written so far 
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import platform
 import shutil
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -178,7 +183,42 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _init_worker(threads: int) -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCHDOG_SECONDS = 0.5
+
+
+def _exit_if_orphaned(parent: int) -> None:
+    """Watchdog loop: end this worker as soon as its parent process is gone."""
+    while True:
+        if os.getppid() != parent:  # re-parented to init or a subreaper: the parent died
+            os._exit(1)
+        time.sleep(WATCHDOG_SECONDS)
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this process exit when ``parent`` dies, by any signal including SIGKILL.
+
+    On Linux the kernel sends SIGKILL to the worker when its parent exits
+    (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread also polls the parent pid
+    (:data:`WATCHDOG_SECONDS`), which covers other systems and a parent that died before
+    the ``prctl`` call. A run cut short this way leaves no record (records are written
+    atomically), so the next call of the grid runs it again.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_exit_if_orphaned, args=(parent,), daemon=True,
+                     name="mtvae-parent-watchdog").start()
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
+    if parent is not None:
+        die_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
 
@@ -226,7 +266,7 @@ class LocalExecutor:
             return
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)),
                                    mp_context=mp.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(threads,))
+                                   initializer=_init_worker, initargs=(threads, os.getpid()))
         pending = list(reversed(jobs))
         futures: dict[Future[list[Outcome]], Job] = {}
         try:

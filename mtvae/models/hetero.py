@@ -29,12 +29,13 @@ from mtvae import rng
 from mtvae.data.base import Split
 from mtvae.data.schema import Schema
 from mtvae.divergences import kl_std_normal
-from mtvae.errors import MTVAEError, check_positive
-from mtvae.heads import Head, make_head
+from mtvae.errors import MTVAEError, check_choice, check_positive
+from mtvae.heads import COUNT_LIKELIHOODS, Head, make_head
 from mtvae.nets import Dropout, mlp
 from mtvae.terms import Terms
 
 if TYPE_CHECKING:
+    from mtvae.data.marginals import Marginal
     from mtvae.data.tabular import TabularScaler
 
 Batch = dict[str, Tensor]
@@ -64,7 +65,13 @@ class HeteroVAE(nn.Module):
         beta: weight on the KL term; 1 gives the ELBO.
         dropout: dropout rate on the encoder input.
         scaler: the dataset's ``TabularScaler``; its per-column ``scale`` is needed by the
-            ``pos`` heads to impute the LogNormal mode (``None``: scale 1 everywhere).
+            ``pos`` heads to impute the LogNormal mode (``None``: scale 1 everywhere), and
+            its ``marginals`` (the training split's per-column statistics) set each head's
+            output bias so the heads start at the column's marginal (a Poisson at the
+            training mean, a Normal at the standardised moments, ...).
+        count: likelihood of ``count`` columns: ``"poisson"`` (default) or ``"negbin"``
+            (negative binomial with a learned dispersion, for overdispersed counts; the
+            loaders' ``info["fit_report"]`` says when a column needs it).
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class HeteroVAE(nn.Module):
         beta: float = 1.0,
         dropout: float = 0.1,
         scaler: TabularScaler | None = None,
+        count: str = "poisson",
     ) -> None:
         super().__init__()
         self.schema = Schema.parse(schema)
@@ -92,9 +100,10 @@ class HeteroVAE(nn.Module):
             raise MTVAEError(f"dropout must be in [0, 1), got {dropout!r}")
         self.latent_dim = latent_dim
         self.beta = float(beta)
+        self.count = check_choice("count likelihood", count, COUNT_LIKELIHOODS)
         scales = self._column_scales(scaler, n_features)
         self.likelihoods: list[Head] = [
-            make_head(f, scales[d]) for d, f in enumerate(self.schema)
+            make_head(f, scales[d], self.count) for d, f in enumerate(self.schema)
         ]
         in_dim = sum(f.k if f.type == "cat" else 1 for f in self.schema) + n_features
         self.encoder = nn.Sequential(
@@ -104,6 +113,20 @@ class HeteroVAE(nn.Module):
         )
         self.trunk = mlp(latent_dim, [hidden] * depth)
         self.heads = nn.ModuleList(nn.Linear(hidden, h.n_params) for h in self.likelihoods)
+        self._start_at_marginals(getattr(scaler, "marginals", None))
+
+    @torch.no_grad()
+    def _start_at_marginals(self, marginals: Sequence[Marginal] | None) -> None:
+        """Set each head's output bias to its column's training marginal (if known)."""
+        if marginals is None:
+            return
+        if [m.name for m in marginals] != self.schema.names:
+            raise MTVAEError(
+                f"the scaler's marginals are for columns {[m.name for m in marginals]}, the "
+                f"schema has {self.schema.names}; pass the dataset's own info['scaler']"
+            )
+        for head, lik, m in zip(self.heads, self.likelihoods, marginals, strict=True):
+            head.bias.copy_(lik.initial_bias(m).to(head.bias))
 
     @staticmethod
     def _column_scales(scaler: TabularScaler | None, n_features: int) -> list[float]:
