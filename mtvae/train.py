@@ -246,7 +246,8 @@ def fit(
                                     batch_size, lr, grad_clip, monitor_every, check_every, log,
                                     guard)
             guard.check(row["loss"], epoch, math.ceil(len(data.train) / batch_size) - 1,
-                        param_norm=parameter_norm(model))
+                        param_norm=parameter_norm(model),
+                        terms={k: v for k, v in row.items() if k.startswith("task/")})
             if epoch % val_every == 0 or epoch == epochs:
                 row["val_loss"] = evaluate_loss(model, data.val)
                 if not math.isfinite(row["val_loss"]):
@@ -299,7 +300,7 @@ def _train_epoch(model: nn.Module, data: Dataset, comb: Combiner,
     names: list[str] = []
     since: torch.Tensor | None = None
     peak: torch.Tensor | None = None  # largest |loss| since the last check (NaN-propagating)
-    n_seen = 0
+    n_seen = n_since = 0
     for step, batch in enumerate(
         data.train.batches(batch_size, shuffle=True, generator=shuffle_gen, train=True)
     ):
@@ -322,18 +323,26 @@ def _train_epoch(model: nn.Module, data: Dataset, comb: Combiner,
         sums = row if sums is None else sums + row
         since = row if since is None else since + row
         peak = values[0].abs() if peak is None else torch.maximum(peak, values[0].abs())
+        n_since += m
         if (step + 1) % check_every == 0:
             _check_finite(since, names, epoch, step, lr)
-            guard.check(peak, epoch, step)
+            guard.check(peak, epoch, step, terms=_means(names, since, n_since))
             since = peak = None
+            n_since = 0
         optimizer.step()
         n_seen += m
     assert sums is not None
     if since is not None:
         _check_finite(since, names, epoch, step, lr)
-        guard.check(peak, epoch, step)  # type: ignore[arg-type]
+        guard.check(peak, epoch, step, terms=_means(names, since, n_since))  # type: ignore[arg-type]
     return {"epoch": float(epoch), **dict(zip(names, (sums / n_seen).tolist(),
                                               strict=True))}, log
+
+
+def _means(names: list[str], since: torch.Tensor, n: int) -> dict[str, float]:
+    """The per-example terms since the last check, for the guard's message (one read)."""
+    return {k: v for k, v in zip(names, (since / max(n, 1)).tolist(), strict=True)
+            if k.startswith("task/")}
 
 
 def _term_vector(terms: Terms) -> torch.Tensor:

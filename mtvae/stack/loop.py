@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from mtvae.data.base import Dataset, Split
 from mtvae.device import resolve_device
 from mtvae.errors import MTVAEError, TrainingDivergedError
+from mtvae.guard import DivergenceGuard
 from mtvae.moo import Combiner, ConflictLog, get_combiner
 from mtvae.progress import EpochProgress
 from mtvae.stack.combine import backward, stackable
@@ -59,6 +60,8 @@ class _Member:
     error: BaseException | None = None
     done: bool = False
     sums: Tensor | None = None
+    peak: Tensor | None = None  # largest |loss| since the last check (NaN-propagating)
+    guard: DivergenceGuard | None = None
     optimizer_state: dict[str, Any] | None = field(default=None, repr=False)
 
 
@@ -219,7 +222,10 @@ class _StackRun:
             if w is not None:
                 self.stack.load(pos, w)
         self.opt = make_optimizer(list(self.stack.params.values()), settings["lr"], dev)
+        norms = self.param_norms().tolist()
         for pos, m in enumerate(members):
+            m.guard = DivergenceGuard(lr=settings["lr"])
+            m.guard.param_scale = max(norms[pos], 1.0)
             if m.optimizer_state is not None:
                 self.stack.load_optimizer_slice(self.opt, pos, m.optimizer_state)
             if m.best_state is None:
@@ -228,6 +234,11 @@ class _StackRun:
         self.train = _stacked_split([m.data.train for m in members])
         self.val = _stacked_split([m.data.val for m in members])
         self.order: Tensor | None = None
+
+    def param_norms(self) -> Tensor:
+        """Each member's global parameter norm ``[S]``."""
+        return torch.stack([p.detach().reshape(len(p), -1).square().sum(1)
+                            for p in self.stack.params.values()]).sum(0).sqrt()
 
     def keep(self, positions: list[int]) -> None:
         """Continue with the members at ``positions`` only (the others have stopped)."""
@@ -243,15 +254,30 @@ class _StackRun:
         if self.order is not None:
             self.order = self.order[index]
 
-    def check(self, epoch: int, step: int, tasks: tuple[str, ...]) -> None:
-        """The divergence check (one host sync): members with a non-finite loss leave."""
+    def check(self, epoch: int, step: int, tasks: tuple[str, ...],
+              with_params: bool = False) -> None:
+        """The divergence check: members with a non-finite or exploding loss (or, with
+        ``with_params``, exploding weights; :mod:`mtvae.guard`) leave the stack."""
         sums = torch.stack([m.sums for m in self.members])  # type: ignore[misc]
         finite = torch.isfinite(sums).all(dim=1).tolist()
+        norms = self.param_norms().tolist() if with_params else [None] * len(self.members)
+        for s, m in enumerate(self.members):
+            if not finite[s]:
+                continue
+            assert m.guard is not None
+            peak = m.peak if m.peak is not None else torch.zeros(())  # nothing since the last
+            try:
+                m.guard.check(peak, epoch, max(step, 0), param_norm=norms[s])
+            except TrainingDivergedError as err:
+                m.error = TrainingDivergedError(
+                    f"member {m.index} (seed {m.seed}) of the stack: {err}")
+                finite[s] = False
+            m.peak = None
         if all(finite):
             return
         where = f"by step {step}" if step >= 0 else "by the end of the epoch"
         for m, ok in zip(self.members, finite, strict=True):
-            if not ok:
+            if not ok and m.error is None:
                 assert m.sums is not None
                 bad = [t for t, v in zip(tasks, m.sums[1:1 + len(tasks)].tolist(), strict=True)
                        if not math.isfinite(v)]
@@ -276,8 +302,10 @@ class _StackRun:
         self.opt.step()
         rows = torch.cat([packed.totals()[:, None], packed.tasks, packed.regularizers,
                           packed.stats], 1).detach().double() * idx.shape[1]
+        peak = packed.totals().detach().abs()
         for s, m in enumerate(self.members):
             m.sums = rows[s] if m.sums is None else m.sums + rows[s]
+            m.peak = peak[s] if m.peak is None else torch.maximum(m.peak, peak[s])
             if stats[s] is not None:
                 if m.log is None:
                     m.log = ConflictLog(list(lay.tasks), m.combiner.space)
@@ -316,7 +344,7 @@ def _train(members: list[_Member], models: list[nn.Module],
                     run.check(epoch, step, tasks)
                     if not run.members:
                         return
-            run.check(epoch, -1, tasks)
+            run.check(epoch, -1, tasks, with_params=True)
             if not run.members:
                 return
             validate = epoch % val_every == 0 or epoch == epochs
