@@ -17,10 +17,11 @@ Every combiner can also report :class:`~mtvae.moo.diagnostics.GradientStats` for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torchjd.autojac import jac_to_grad, mtl_backward
 
 from mtvae.errors import MTVAEError
@@ -97,23 +98,72 @@ class _ChainCombiner:
 
 
 class ActivationCombiner(_ChainCombiner):
-    """Aggregate per-task gradients at the shared representation; keep the plain norm."""
+    """Aggregate per-task gradients at the shared representation; keep the plain norm.
+
+    With ``Terms.task_inputs`` the whole step is one backward pass: hooks on the per-task
+    aliases of ``h`` collect the rows of ``G`` as the pass goes through the heads, and a hook
+    on ``h`` replaces its gradient (the plain sum) by the aggregated one before the pass goes
+    on into the trunk and the encoder. Without them, ``G`` takes one backward per task first.
+    Methods that need only the Gramian (see :mod:`mtvae.moo.methods`) work on ``K = G G^T``
+    (``T x T``); the update is then ``a @ G`` for the coefficients ``a`` they return.
+    """
+
+    def _correction(self, G: Tensor) -> Tensor:
+        """``update - plain`` (flat), the update rescaled to the norm of the plain sum."""
+        chain = self.chain
+        if chain.uses_gramian:
+            K = G @ G.T
+            a = chain.weights_from_gramian(K)
+            scale = (K.sum().clamp_min(0) / (a @ K @ a).clamp_min(1e-24)).sqrt()
+            chain.note_finite(scale)
+            return (scale * a - 1.0).to(G.dtype) @ G
+        plain = G.sum(dim=0)
+        update = chain(G)
+        return update * (plain.norm() / update.norm().clamp_min(1e-12)) - plain
 
     def backward(self, terms: Terms, model: nn.Module, observe: bool = False
                  ) -> GradientStats | None:
         losses = _task_losses(terms)
         h = terms.shared
-        G = task_gradients(terms)
-        self._restore(len(G), G.device)
-        plain = G.sum(dim=0)
-        self.chain.losses, self.chain.record = losses, observe
-        update = self.chain(G)
-        update = update * (plain.norm() / update.norm().clamp_min(1e-12))
-        assert h is not None
-        torch.autograd.backward(
-            [terms.total(), h], [torch.ones_like(terms.total()), (update - plain).view_as(h)]
-        )
+        if h is None or not h.requires_grad or terms.task_inputs is None:
+            G = task_gradients(terms)  # raises the clear error when h is missing
+            assert h is not None
+            self._restore(len(G), G.device)
+            self.chain.losses, self.chain.record = losses, observe
+            total = terms.total()
+            torch.autograd.backward(
+                [total, h], [torch.ones_like(total), self._correction(G).view_as(h)])
+        else:
+            self._one_pass(terms, h, losses, observe)
+        self.chain.check_finite()
         return self.chain.last
+
+    def _one_pass(self, terms: Terms, h: Tensor, losses: Tensor, observe: bool) -> None:
+        inputs = terms.task_inputs
+        assert inputs is not None
+        if len(inputs) != len(losses):
+            raise MTVAEError(f"Terms.task_inputs has {len(inputs)} entries for "
+                             f"{len(losses)} tasks; give one alias of 'shared' per task")
+        self._restore(len(losses), h.device)
+        self.chain.losses, self.chain.record = losses, observe
+        rows: list[Tensor | None] = [None] * len(inputs)
+
+        def keep(i: int) -> Callable[[Tensor], None]:
+            def hook(grad: Tensor) -> None:
+                rows[i] = grad
+            return hook
+
+        def replace(grad: Tensor) -> Tensor:
+            G = torch.stack([torch.zeros_like(grad) if r is None else r for r in rows])
+            return grad + self._correction(G.reshape(len(rows), -1)).view_as(grad)
+
+        handles = [t.register_hook(keep(i)) for i, t in enumerate(inputs)]
+        handles.append(h.register_hook(replace))
+        try:
+            terms.total().backward()
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 class ParameterCombiner(_ChainCombiner):
