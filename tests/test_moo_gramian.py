@@ -173,3 +173,18 @@ def test_bench_moo_rows_carry_the_ratio_spread_and_notes():
         assert r["ratio_min"] <= r["ratio_to_sum"] <= r["ratio_max"]
         assert r["step_ms"] > 0 and r["threads"] == 1 and isinstance(r["note"], str)
     assert rows[1]["note"].startswith("reference: one backward per task")
+
+
+def test_stacked_corrections_equal_each_members_block():
+    from mtvae.moo import block_correction, stacked_corrections
+
+    G = torch.stack([_random_G(s, T=4, n=60) for s in range(3)])
+    for spec in ["upgrad", "gradnorm+mgda", "graddrop"]:
+        torch.manual_seed(0)
+        stacked = stacked_corrections([Chain(parse_spec(spec)) for _ in range(3)], G)
+        torch.manual_seed(0)
+        single = torch.stack([block_correction(Chain(parse_spec(spec)), G[s]) for s in range(3)])
+        assert stacked.shape == (3, 60)
+        torch.testing.assert_close(stacked, single, rtol=1e-4, atol=1e-5)
+    with pytest.raises(MTVAEError, match="got 2 chains for 3 members"):
+        stacked_corrections([Chain(parse_spec("mean"))] * 2, G)

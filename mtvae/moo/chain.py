@@ -184,10 +184,18 @@ class Chain(A.Aggregator):
         """Whether :meth:`weights_from_gramian` applies (the method does not need ``G``)."""
         return self.method is None or self.method.path != "matrix"
 
+    def _home(self, device: torch.device) -> torch.device:
+        """Where the final aggregator lives: the solvers of Gramian methods run on the CPU
+        (one copy of a T x T matrix per step instead of a device sync per solver iteration);
+        ``"shape"`` and ``"matrix"`` methods stay on the device of ``G``."""
+        host = self.method is not None and self.method.path in ("gramian", "factor",
+                                                                "equivariant")
+        return torch.device("cpu") if host else device
+
     def _final(self, n_tasks: int, device: torch.device) -> A.Aggregator:
         if self.final is None:
             assert self.spec.aggregator is not None
-            self.final = build_aggregator(self.spec.aggregator, n_tasks).to(device)
+            self.final = build_aggregator(self.spec.aggregator, n_tasks).to(self._home(device))
         return self.final
 
     def _row_weights(self, norms: Tensor) -> Tensor | None:
@@ -225,25 +233,28 @@ class Chain(A.Aggregator):
         assert self.method is not None
         final = self._final(len(K), K.device)
         path = self.method.path
+        if path == "shape":
+            assert isinstance(final, A.WeightedAggregator)
+            return final.weighting(K).to(K.dtype)
+        Kh = K.to(self._home(K.device))
         if path == "gramian":
             assert isinstance(final, A.GramianWeightedAggregator)
             weighting = final.gramian_weighting
             if isinstance(weighting, Stateful):
-                return weighting(K).to(K.dtype)
-            # a stateless solver of small tensor operations: inference mode skips autograd's
-            # bookkeeping (~20% of its time); the clone leaves inference mode behind
-            with torch.inference_mode():
-                w = weighting(K)
-            return w.to(K.dtype).clone()
-        if path == "shape":
-            assert isinstance(final, A.WeightedAggregator)
-            return final.weighting(K).to(K.dtype)
-        F, lam, V = gramian_factor(K)
+                w = weighting(Kh)
+            else:
+                # a stateless solver of small tensor operations: inference mode skips
+                # autograd's bookkeeping (~20% of its time); the clone leaves it behind
+                with torch.inference_mode():
+                    w = weighting(Kh)
+                w = w.clone()
+            return w.to(K.device, K.dtype)
+        F, lam, V = gramian_factor(Kh)
         if path == "factor":
             assert isinstance(final, A.WeightedAggregator)
-            return final.weighting(F).to(K.dtype)
+            return final.weighting(F).to(K.device, K.dtype)
         # "equivariant": agg(G) = agg(F) Q^T with G = F Q^T, Q = G^T V diag(lam^-1/2)
-        d = final(F).detach().to("cpu", torch.float64)
+        d = final(F).detach().to(torch.float64)
         keep = lam > lam.max() * len(lam) * torch.finfo(K.dtype).eps
         inv = torch.where(keep, lam.rsqrt(), torch.zeros_like(lam))
         return (V @ (inv * d)).to(K.device, K.dtype)
@@ -297,5 +308,5 @@ class Chain(A.Aggregator):
         for weighting, s in zip(self.weightings, state["weightings"], strict=True):
             weighting.load_state_dict(s)
         if state["final"] is not None and self.spec.aggregator is not None:
-            self.final = build_aggregator(self.spec.aggregator, n_tasks).to(device)
+            self.final = build_aggregator(self.spec.aggregator, n_tasks).to(self._home(device))
             self.final.load_state_dict(state["final"], strict=False)

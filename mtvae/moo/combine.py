@@ -17,7 +17,7 @@ Every combiner can also report :class:`~mtvae.moo.diagnostics.GradientStats` for
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -97,6 +97,45 @@ class _ChainCombiner:
         self._pending = None
 
 
+def block_coefficients(chain: Chain, K: Tensor) -> Tensor:
+    """Coefficients ``c`` with ``c @ G = update - plain`` for the Gramian ``K = G G^T``.
+
+    ``update = s * (a @ G)`` for the chain's coefficients ``a``, rescaled by ``s`` to the norm
+    of the plain sum ``1 @ G`` (``||a @ G||^2 = a K a``). The finiteness of ``s`` is noted for
+    the chain's deferred check (:meth:`Chain.check_finite`).
+    """
+    a = chain.weights_from_gramian(K)
+    scale = (K.sum().clamp_min(0) / (a @ K @ a).clamp_min(1e-24)).sqrt()
+    chain.note_finite(scale)
+    return scale * a - 1.0
+
+
+def block_correction(chain: Chain, G: Tensor) -> Tensor:
+    """``update - plain`` (``[N]``) for one member's task gradients ``G`` (``[T, N]``)."""
+    if chain.uses_gramian:
+        return block_coefficients(chain, G @ G.T).to(G.dtype) @ G
+    plain = G.sum(dim=0)
+    update = chain(G)
+    return update * (plain.norm() / update.norm().clamp_min(1e-12)) - plain
+
+
+def stacked_corrections(chains: Sequence[Chain], G: Tensor) -> Tensor:
+    """:func:`block_correction` of ``S`` members at once: ``G`` is ``[S, T, N]``, the result
+    ``[S, N]`` (add row ``s`` to the gradient at member ``s``'s shared representation).
+
+    The Gramians come from one batched product and the updates from another; only the
+    ``T x T`` weight problems run member by member. Set each chain's ``losses`` and
+    ``record`` before, and call its ``check_finite()`` after the backward pass.
+    """
+    if len(chains) != len(G):
+        raise MTVAEError(f"got {len(chains)} chains for {len(G)} members' gradients")
+    if all(c.uses_gramian for c in chains):
+        K = torch.bmm(G, G.transpose(1, 2))
+        C = torch.stack([block_coefficients(c, K[s]) for s, c in enumerate(chains)])
+        return torch.bmm(C.to(G.dtype).unsqueeze(1), G).squeeze(1)
+    return torch.stack([block_correction(c, G[s]) for s, c in enumerate(chains)])
+
+
 class ActivationCombiner(_ChainCombiner):
     """Aggregate per-task gradients at the shared representation; keep the plain norm.
 
@@ -107,19 +146,6 @@ class ActivationCombiner(_ChainCombiner):
     Methods that need only the Gramian (see :mod:`mtvae.moo.methods`) work on ``K = G G^T``
     (``T x T``); the update is then ``a @ G`` for the coefficients ``a`` they return.
     """
-
-    def _correction(self, G: Tensor) -> Tensor:
-        """``update - plain`` (flat), the update rescaled to the norm of the plain sum."""
-        chain = self.chain
-        if chain.uses_gramian:
-            K = G @ G.T
-            a = chain.weights_from_gramian(K)
-            scale = (K.sum().clamp_min(0) / (a @ K @ a).clamp_min(1e-24)).sqrt()
-            chain.note_finite(scale)
-            return (scale * a - 1.0).to(G.dtype) @ G
-        plain = G.sum(dim=0)
-        update = chain(G)
-        return update * (plain.norm() / update.norm().clamp_min(1e-12)) - plain
 
     def backward(self, terms: Terms, model: nn.Module, observe: bool = False
                  ) -> GradientStats | None:
@@ -132,7 +158,7 @@ class ActivationCombiner(_ChainCombiner):
             self.chain.losses, self.chain.record = losses, observe
             total = terms.total()
             torch.autograd.backward(
-                [total, h], [torch.ones_like(total), self._correction(G).view_as(h)])
+                [total, h], [torch.ones_like(total), block_correction(self.chain, G).view_as(h)])
         else:
             self._one_pass(terms, h, losses, observe)
         self.chain.check_finite()
@@ -155,7 +181,7 @@ class ActivationCombiner(_ChainCombiner):
 
         def replace(grad: Tensor) -> Tensor:
             G = torch.stack([torch.zeros_like(grad) if r is None else r for r in rows])
-            return grad + self._correction(G.reshape(len(rows), -1)).view_as(grad)
+            return grad + block_correction(self.chain, G.reshape(len(rows), -1)).view_as(grad)
 
         handles = [t.register_hook(keep(i)) for i, t in enumerate(inputs)]
         handles.append(h.register_hook(replace))
