@@ -43,6 +43,10 @@ BATCH = 256
 K_BACKWARD = "k-backward"
 #: (warm-up steps, steps per block, repeats) for --quick and the default run.
 SETTINGS = {"quick": (2, 3, 3), "default": (6, 5, 9)}
+#: A method whose warm-up steps were this much slower than the plain ones gets blocks of
+#: SLOW_BLOCK steps and at most SLOW_REPEATS repeats (its ratio is far from any target,
+#: and its steps would otherwise dominate the benchmark's time).
+SLOW_RATIO, SLOW_BLOCK, SLOW_REPEATS = 3.0, 2, 5
 TARGET = {"mean": 1.15}
 TARGET_ACTIVATION = 1.5
 
@@ -129,8 +133,8 @@ def _compare(spec: str, data: Any, dev: torch.device, warmup: int, block: int,
     a step slower, so the minimum is the least disturbed estimate of a step's own cost.
     """
     plain, method = _Runner.make("sum", data, dev), _Runner.make(spec, data, dev)
-    plain.steps(warmup)
-    method.steps(warmup)
+    if min(method.steps(warmup)) > SLOW_RATIO * min(plain.steps(warmup)):
+        block, repeats = min(block, SLOW_BLOCK), min(repeats, SLOW_REPEATS)
     all_plain: list[float] = []
     all_method: list[float] = []
     ratios = []
@@ -208,12 +212,13 @@ def _bench_device(dev: torch.device, data: Any, jobs: list[tuple[str, str]], n_t
     for m, space in jobs:
         spec = m if space == "activation" or m == K_BACKWARD else f"{m}@parameter"
         p, t, ratios = _compare(spec, d, dev, warmup, block, repeats)
+        row_base = base | {"repeats": len(ratios)}
         plain_times += p
         ratio = statistics.median(ratios)
         row_space = "parameter" if "@parameter" in spec else "activation"
         measured.append({
             "method": m.partition("@")[0], "space": row_space,
-            **base, "step_ms": round(statistics.median(t) * 1000, 3),
+            **row_base, "step_ms": round(statistics.median(t) * 1000, 3),
             "ratio_to_sum": round(ratio, 3), "ratio_min": round(min(ratios), 3),
             "ratio_max": round(max(ratios), 3), "note": _note(m, row_space, ratio)})
     sum_ms = round(statistics.median(plain_times) * 1000, 3) if plain_times else None
