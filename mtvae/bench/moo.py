@@ -7,10 +7,11 @@ space, on the CPU and, when present, the GPU.
 
 Ratios are measured so that they survive a busy machine: a method's steps and the plain
 steps are interleaved in short blocks (plain, method, method, plain, ...), each *repeat*
-gives the ratio of the two blocks' fastest steps, and a row reports the median of these
-ratios (``ratio_to_sum``) with their spread (``ratio_min``, ``ratio_max``). ``step_ms`` is the
-median step time of the method over all its blocks (context only: absolute times depend on
-the load). The ``k-backward`` row is a reference, not a method: one backward pass per task
+gives the ratio of the two blocks' cheapest steps — in CPU time of the process on the CPU,
+which waiting for a core does not inflate; wall time on a GPU — and a row reports the median
+of these ratios (``ratio_to_sum``) with their spread (``ratio_min``, ``ratio_max``).
+``step_ms`` is the median wall time of the method's steps (context only: absolute times
+depend on the load). The ``k-backward`` row is a reference, not a method: one backward pass per task
 down to ``h`` (what multitask libraries do without the single-backward trick of
 :class:`~mtvae.moo.combine.ActivationCombiner`) followed by the plain aggregation. The target
 is at most 1.15 for ``mean`` (the block's own overhead) and 1.5 for every activation-space
@@ -110,30 +111,39 @@ class _Runner:
                    torch.Generator().manual_seed(0), data.train.tensors["x"],
                    data.train.tensors["mask"], dev)
 
-    def steps(self, n: int) -> list[float]:
+    def steps(self, n: int) -> list[tuple[float, float]]:
+        """``n`` steps: (wall seconds, cost seconds) of each.
+
+        The cost is the process's CPU time on the CPU (other processes on a busy machine
+        then only add waiting, which it does not count) and the wall time on a GPU.
+        """
+        clock = time.process_time if self.dev.type == "cpu" else time.perf_counter
         times = []
         for _ in range(n):
             idx = torch.randint(len(self.x), (BATCH,), generator=self.gen).to(self.dev)
             batch = {"x": self.x[idx], "mask": self.mask[idx]}
             _sync(self.dev)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), clock()
             self.opt.zero_grad(set_to_none=True)
             self.combiner.backward(self.model.loss_terms(batch), self.model)
             self.opt.step()
             _sync(self.dev)
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0, clock() - c0))
         return times
 
 
 def _compare(spec: str, data: Any, dev: torch.device, warmup: int, block: int,
              repeats: int) -> tuple[list[float], list[float], list[float]]:
-    """Interleaved blocks of plain and ``spec`` steps: (plain times, method times, ratios).
+    """Interleaved blocks of plain and ``spec`` steps: (plain wall times, method wall times,
+    ratios).
 
-    A repeat's ratio compares the fastest step of each block: another process can only make
-    a step slower, so the minimum is the least disturbed estimate of a step's own cost.
+    A repeat's ratio compares the cheapest step (CPU time on the CPU) of each block: another
+    process can only make a step costlier, so the minimum is the least disturbed estimate.
     """
     plain, method = _Runner.make("sum", data, dev), _Runner.make(spec, data, dev)
-    if min(method.steps(warmup)) > SLOW_RATIO * min(plain.steps(warmup)):
+    slow = min(c for _, c in method.steps(warmup)) > SLOW_RATIO * min(
+        c for _, c in plain.steps(warmup))
+    if slow:
         block, repeats = min(block, SLOW_BLOCK), min(repeats, SLOW_REPEATS)
     all_plain: list[float] = []
     all_method: list[float] = []
@@ -143,10 +153,10 @@ def _compare(spec: str, data: Any, dev: torch.device, warmup: int, block: int,
             p, m = plain.steps(block), method.steps(block)
         else:
             m, p = method.steps(block), plain.steps(block)
-        all_plain += p
-        all_method += m
-        # the fastest step of a block: contention from other processes only adds time
-        ratios.append(min(m) / min(p))
+        all_plain += [w for w, _ in p]
+        all_method += [w for w, _ in m]
+        # the cheapest step of a block: contention from other processes only adds cost
+        ratios.append(min(c for _, c in m) / min(c for _, c in p))
     return all_plain, all_method, ratios
 
 
