@@ -96,7 +96,9 @@ AGGREGATORS: dict[str, Method] = {
                    options=_SMOOTH),
     "pcgrad": Method(_crmogm(A.PCGrad, "pcgrad"), "yu2020pcgrad",
                      "projects each gradient off the others it conflicts with, then sums",
-                     options=_SMOOTH),
+                     options=_SMOOTH,
+                     cost="torchjd's weighting visits the T(T-1) task pairs in a Python loop "
+                          "of small tensor operations (on the T x T Gramian already)"),
     "imtl-g": Method(_crmogm(A.IMTLG, "imtl-g"), "liu2021imtl",
                      "weights such that the update has equal projections on every unit gradient",
                      options=_SMOOTH),
@@ -127,7 +129,7 @@ AGGREGATORS: dict[str, Method] = {
                       "moves pairwise cosine similarities towards their running targets",
                       options=_SMOOTH,
                       cost="torchjd visits the T(T-1) task pairs in a Python loop of small "
-                           "tensor operations"),
+                           "tensor operations (on the T x T Gramian already)"),
     "config": Method(lambda m: A.ConFIG(), "liu2025config",
                      "conflict-free direction with equal cosine to every unit gradient",
                      path="equivariant"),
