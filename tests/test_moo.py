@@ -280,7 +280,9 @@ def test_weighting_options_in_a_spec():
         get_combiner("gradnorm[beta=1]")
     with pytest.raises(MTVAEError, match="must be a number"):
         get_combiner("gradnorm[alpha=big]")
-    with pytest.raises(MTVAEError, match="only the weightings take options"):
+    with pytest.raises(MTVAEError, match="'graddrop' takes no options"):
+        get_combiner("graddrop[c=1]")
+    with pytest.raises(MTVAEError, match=r"has no option 'c'.*valid options are: crmogm"):
         get_combiner("pcgrad[c=1]")
     with pytest.raises(MTVAEError, match="GradNorm alpha must be a number"):
         get_combiner("gradnorm[alpha=-1]")

@@ -17,10 +17,11 @@ Every combiner can also report :class:`~mtvae.moo.diagnostics.GradientStats` for
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torchjd.autojac import jac_to_grad, mtl_backward
 
 from mtvae.errors import MTVAEError
@@ -96,31 +97,106 @@ class _ChainCombiner:
         self._pending = None
 
 
+def block_coefficients(chain: Chain, K: Tensor) -> Tensor:
+    """Coefficients ``c`` with ``c @ G = update - plain`` for the Gramian ``K = G G^T``.
+
+    ``update = s * (a @ G)`` for the chain's coefficients ``a``, rescaled by ``s`` to the norm
+    of the plain sum ``1 @ G`` (``||a @ G||^2 = a K a``). The finiteness of ``s`` is noted for
+    the chain's deferred check (:meth:`Chain.check_finite`).
+    """
+    a = chain.weights_from_gramian(K)
+    scale = (K.sum().clamp_min(0) / (a @ K @ a).clamp_min(1e-24)).sqrt()
+    chain.note_finite(scale)
+    return scale * a - 1.0
+
+
+def block_correction(chain: Chain, G: Tensor) -> Tensor:
+    """``update - plain`` (``[N]``) for one member's task gradients ``G`` (``[T, N]``)."""
+    if chain.uses_gramian:
+        return block_coefficients(chain, G @ G.T).to(G.dtype) @ G
+    plain = G.sum(dim=0)
+    update = chain(G)
+    return update * (plain.norm() / update.norm().clamp_min(1e-12)) - plain
+
+
+def stacked_corrections(chains: Sequence[Chain], G: Tensor) -> Tensor:
+    """:func:`block_correction` of ``S`` members at once: ``G`` is ``[S, T, N]``, the result
+    ``[S, N]`` (add row ``s`` to the gradient at member ``s``'s shared representation).
+
+    The Gramians come from one batched product and the updates from another; only the
+    ``T x T`` weight problems run member by member. Set each chain's ``losses`` and
+    ``record`` before, and call its ``check_finite()`` after the backward pass.
+    """
+    if len(chains) != len(G):
+        raise MTVAEError(f"got {len(chains)} chains for {len(G)} members' gradients")
+    if all(c.uses_gramian for c in chains):
+        K = torch.bmm(G, G.transpose(1, 2))
+        C = torch.stack([block_coefficients(c, K[s]) for s, c in enumerate(chains)])
+        return torch.bmm(C.to(G.dtype).unsqueeze(1), G).squeeze(1)
+    return torch.stack([block_correction(c, G[s]) for s, c in enumerate(chains)])
+
+
 class ActivationCombiner(_ChainCombiner):
-    """Aggregate per-task gradients at the shared representation; keep the plain norm."""
+    """Aggregate per-task gradients at the shared representation; keep the plain norm.
+
+    With ``Terms.task_inputs`` the whole step is one backward pass: hooks on the per-task
+    aliases of ``h`` collect the rows of ``G`` as the pass goes through the heads, and a hook
+    on ``h`` replaces its gradient (the plain sum) by the aggregated one before the pass goes
+    on into the trunk and the encoder. Without them, ``G`` takes one backward per task first.
+    Methods that need only the Gramian (see :mod:`mtvae.moo.methods`) work on ``K = G G^T``
+    (``T x T``); the update is then ``a @ G`` for the coefficients ``a`` they return.
+    """
 
     def backward(self, terms: Terms, model: nn.Module, observe: bool = False
                  ) -> GradientStats | None:
         losses = _task_losses(terms)
         h = terms.shared
-        G = task_gradients(terms)
-        update, stats = self.direction(G, losses, observe)
-        assert h is not None
-        torch.autograd.backward(
-            [terms.total(), h], [torch.ones_like(terms.total()), (update - G.sum(0)).view_as(h)]
-        )
-        return stats
+        if h is None or not h.requires_grad or terms.task_inputs is None:
+            G = task_gradients(terms)  # raises the clear error when h is missing
+            assert h is not None
+            self._restore(len(G), G.device)
+            self.chain.losses, self.chain.record = losses, observe
+            total = terms.total()
+            torch.autograd.backward(
+                [total, h], [torch.ones_like(total), block_correction(self.chain, G).view_as(h)])
+        else:
+            self._one_pass(terms, h, losses, observe)
+        self.chain.check_finite()
+        return self.chain.last
 
-    def direction(self, G: torch.Tensor, losses: torch.Tensor, observe: bool = False
-                  ) -> tuple[torch.Tensor, GradientStats | None]:
-        """The aggregated update of the task gradients ``G`` [T, n], rescaled to the norm of
-        the plain sum ``G.sum(0)`` (the stacked engine calls this once per member)."""
-        self._restore(len(G), G.device)
-        plain = G.sum(dim=0)
+    def prepared_chain(self, losses: Tensor, observe: bool) -> Chain:
+        """The chain, with its checkpointed state restored and this step's losses set (the
+        stacked engine's entry point: one combiner per member)."""
+        self._restore(len(losses), losses.device)
         self.chain.losses, self.chain.record = losses, observe
-        update = self.chain(G)
-        update = update * (plain.norm() / update.norm().clamp_min(1e-12))
-        return update, self.chain.last
+        return self.chain
+
+    def _one_pass(self, terms: Terms, h: Tensor, losses: Tensor, observe: bool) -> None:
+        inputs = terms.task_inputs
+        assert inputs is not None
+        if len(inputs) != len(losses):
+            raise MTVAEError(f"Terms.task_inputs has {len(inputs)} entries for "
+                             f"{len(losses)} tasks; give one alias of 'shared' per task")
+        self._restore(len(losses), h.device)
+        self.chain.losses, self.chain.record = losses, observe
+        rows: list[Tensor | None] = [None] * len(inputs)
+
+        def keep(i: int) -> Callable[[Tensor], None]:
+            def hook(grad: Tensor) -> None:
+                rows[i] = grad
+            return hook
+
+        def replace(grad: Tensor) -> Tensor:
+            G = torch.stack([torch.zeros_like(grad) if r is None else r for r in rows])
+            return grad + block_correction(self.chain, G.reshape(len(rows), -1)).view_as(grad)
+
+        handles = [t.register_hook(keep(i)) for i, t in enumerate(inputs)]
+        handles.append(h.register_hook(replace))
+        try:
+            terms.total().backward()
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 class ParameterCombiner(_ChainCombiner):

@@ -52,6 +52,20 @@ def gradient_stats(G: Tensor, update: Tensor, weights: Tensor | None = None) -> 
     )
 
 
+def gramian_stats(K: Tensor, coef: Tensor, weights: Tensor | None = None) -> GradientStats:
+    """:func:`gradient_stats` of ``G`` and the update ``coef @ G``, from ``K = G G^T`` alone."""
+    K, coef = K.detach(), coef.detach().to(K.dtype)
+    norms = K.diagonal().clamp_min(0).sqrt()
+    Ka = K @ coef
+    unorm = (coef @ Ka).clamp_min(0).sqrt()
+    outer = torch.outer(norms, norms).clamp_min(1e-24)
+    return GradientStats(
+        norms=norms.cpu(), cosine=(K / outer).cpu(),
+        cos_update=(Ka / (norms * unorm).clamp_min(1e-12)).cpu(),
+        weights=None if weights is None else weights.detach().cpu(),
+    )
+
+
 def task_gradients(terms: Terms) -> Tensor:
     """Per-task gradients w.r.t. ``terms.shared``, flattened: ``[T, numel(shared)]``.
 

@@ -34,11 +34,18 @@ from mtvae.errors import check_positive
 
 
 class Weighting:
-    """Base class: ``weights(G, losses)`` returns the weight of every row of ``G``."""
+    """Base class: ``weights(G, losses)`` returns the weight of every row of ``G``.
+
+    Every weighting here reads ``G`` only through its row norms, so subclasses implement
+    :meth:`from_norms`; the Gramian path of a chain passes ``sqrt(diag(G G^T))``.
+    """
 
     name = "weighting"
 
     def weights(self, G: Tensor, losses: Tensor) -> Tensor:
+        return self.from_norms(G.norm(dim=1), losses)
+
+    def from_norms(self, norms: Tensor, losses: Tensor) -> Tensor:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -53,8 +60,8 @@ class NSGD(Weighting):
 
     name = "nsgd"
 
-    def weights(self, G: Tensor, losses: Tensor) -> Tensor:
-        return 1.0 / G.norm(dim=1).clamp_min(1e-12)
+    def from_norms(self, norms: Tensor, losses: Tensor) -> Tensor:
+        return 1.0 / norms.clamp_min(1e-12)
 
 
 class GradNorm(Weighting):
@@ -74,11 +81,11 @@ class GradNorm(Weighting):
         self.opt = torch.optim.Adam([self.w], lr=self.lr)
         self.reference = reference.detach().clone()
 
-    def weights(self, G: Tensor, losses: Tensor) -> Tensor:
-        norms = G.norm(dim=1).detach()
+    def from_norms(self, norms: Tensor, losses: Tensor) -> Tensor:
+        norms = norms.detach()
         measure = losses.detach() if self.progress == "loss" else norms
         if self.w is None or self.reference is None or self.opt is None:
-            self._init(len(G), G, measure)
+            self._init(len(norms), norms, measure)
         assert self.w is not None and self.reference is not None and self.opt is not None
         w = self.w.detach().clone()
         if self.progress == "loss":
@@ -128,13 +135,14 @@ class Uncertainty(Weighting):
         self.uw = UW(n).to(device=like.device, dtype=like.dtype)
         self.opt = torch.optim.Adam(self.uw.parameters(), lr=self.lr)
 
-    def weights(self, G: Tensor, losses: Tensor) -> Tensor:
+    def from_norms(self, norms: Tensor, losses: Tensor) -> Tensor:
         if self.uw is None or self.opt is None:
-            self._init(len(G), G)
+            self._init(len(norms), norms)
         assert self.uw is not None and self.opt is not None
         w = 0.5 * torch.exp(-self.uw.log_var.detach())
         self.opt.zero_grad()
-        self.uw(losses.detach()).backward()
+        with torch.enable_grad():  # may run inside a backward hook, where grad mode is off
+            self.uw(losses.detach()).backward()
         self.opt.step()
         return w
 

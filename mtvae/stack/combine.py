@@ -12,12 +12,15 @@ would mix members: such runs train unstacked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from mtvae.errors import MTVAEError
 from mtvae.moo import Combiner
-from mtvae.moo.combine import ActivationCombiner, SumCombiner
+from mtvae.moo.chain import Chain
+from mtvae.moo.combine import ActivationCombiner, SumCombiner, stacked_corrections
 from mtvae.moo.diagnostics import GradientStats, gradient_stats
 from mtvae.stack.forward import Packed
 
@@ -55,20 +58,45 @@ def backward(packed: Packed, combiners: list[Combiner], observe: bool
             stats = [gradient_stats(G[s], G[s].sum(0)) for s in range(len(combiners))]
         total.backward()
         return stats
-    G = _task_gradients(packed)
-    losses = packed.tasks.detach()
-    deltas, stats = [], []
-    for s, comb in enumerate(combiners):
+    for comb in combiners:
         if not isinstance(comb, ActivationCombiner):
             raise MTVAEError(f"combiner {comb.name!r} cannot run inside a stack; use --no-stack")
-        # a fresh copy: a view at a member-dependent offset has another memory alignment,
-        # and vectorised reductions would round differently for identical members
-        rows = G[s].clone()
-        update, st = comb.direction(rows, losses[s].clone(), observe)
-        deltas.append(update - rows.sum(0))
-        stats.append(st)
+    losses = packed.tasks.detach()
+    chains = [c.prepared_chain(losses[s], observe)  # type: ignore[union-attr]
+              for s, c in enumerate(combiners)]
     h = packed.shared
-    assert h is not None
-    torch.autograd.backward([total, h], [torch.ones_like(total),
-                                         torch.stack(deltas).view_as(h)])
-    return stats
+    if h is None:
+        raise MTVAEError("activation-space MOO needs Terms.shared; this model returns none")
+    if packed.task_inputs:
+        _one_pass(packed, h, chains, total)
+    else:
+        G = _task_gradients(packed)
+        torch.autograd.backward([total, h], [torch.ones_like(total),
+                                             stacked_corrections(chains, G).view_as(h)])
+    for chain in chains:
+        chain.check_finite()
+    return [chain.last for chain in chains]
+
+
+def _one_pass(packed: Packed, h: Tensor, chains: list[Chain], total: Tensor) -> None:
+    """One backward pass for all members: hooks collect the task rows at the per-task
+    aliases of ``h`` and swap each member's aggregated gradient in at ``h``."""
+    rows: list[Tensor | None] = [None] * len(packed.task_inputs)
+
+    def keep(i: int) -> Callable[[Tensor], None]:
+        def hook(grad: Tensor) -> None:
+            rows[i] = grad
+        return hook
+
+    def replace(grad: Tensor) -> Tensor:
+        G = torch.stack([torch.zeros_like(grad) if r is None else r for r in rows], dim=1)
+        return grad + stacked_corrections(chains, G.reshape(len(grad), len(rows), -1)
+                                          ).view_as(grad)
+
+    handles = [t.register_hook(keep(i)) for i, t in enumerate(packed.task_inputs)]
+    handles.append(h.register_hook(replace))
+    try:
+        total.backward()
+    finally:
+        for handle in handles:
+            handle.remove()
