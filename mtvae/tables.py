@@ -35,7 +35,8 @@ def fmt_number(value: object, digits: int = 3, sign: bool = False) -> str:
     """A number with ``digits`` significant digits (ints exactly); NaN becomes an en dash.
 
     Never scientific notation and never more than six decimals: tiny values are written
-    with six decimals (``0.000029``), large ones without decimals, with thin-space groups.
+    with six decimals (``0.000029``), large ones without decimals, with thin-space groups;
+    a value that is exact at that precision (a setting such as ``0.1``) drops padding zeros.
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -52,6 +53,8 @@ def fmt_number(value: object, digits: int = 3, sign: bool = False) -> str:
     else:
         decimals = max(0, digits - 1 - math.floor(math.log10(abs(v))))
         text = f"{v:{plus}.{min(decimals, 6)}f}"
+        if "." in text and float(text) == v:  # an exact setting (0.1, 1e-3): no padding zeros
+            text = text.rstrip("0").rstrip(".")
     return text.replace("-", "−")
 
 
@@ -115,8 +118,10 @@ class Table:
                 cells.append(f"**{text}**" if (i, col) in self.bold and text != "–" else text)
             lines.append("| " + " | ".join(cells) + " |")
         classes = "mtvae-table" + (" longtable" if len(self.cells) > LONG_TABLE_ROWS else "")
-        return "\n".join([f"```{{table}} {self.caption}", f":name: {self.label}",
-                          f":class: {classes}", "", *lines, "```", ""])
+        # a colon fence: a backtick fence's info string may not contain the backticks of
+        # code spans in the caption (CommonMark), which would leave the directive unparsed
+        return "\n".join([f":::{{table}} {self.caption}", f":name: {self.label}",
+                          f":class: {classes}", "", *lines, ":::", ""])
 
     def _repr_markdown_(self) -> str:
         return self.markdown()

@@ -90,6 +90,12 @@ def compute(profile: str, device: str = "auto") -> Findings:
     )
 
 
+def _quoted(names: list[str]) -> str:
+    """Setting names (which may contain commas) quoted and joined: “a”, “b” and “c”."""
+    items = [f"“{n}”" for n in names]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def code_list(names: tuple[str, ...] | list[str]) -> str:
     """``a``, ``b`` and ``c`` as Markdown code spans joined in prose."""
     items = [f"`{n}`" for n in names]
@@ -98,16 +104,17 @@ def code_list(names: tuple[str, ...] | list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def tables_sentence(f: Findings) -> str:
-    """One sentence on the grid: which MOO methods beat (or lose to) the plain sum."""
+def tables_sentence(f: Findings, lead: str = "on heterogeneous tables ") -> str:
+    """One clause on the grid: which MOO methods beat (or lose to) the plain sum."""
     if f.sig_better:
-        text = (f"on heterogeneous tables {code_list(f.sig_better)} beat the plain VAE "
-                "significantly over the table–rate blocks")
+        text = (f"{lead}{code_list(f.sig_better)} beat the plain VAE significantly over the "
+                "table–rate blocks")
     else:
-        text = ("on heterogeneous tables no MOO method beats the plain VAE significantly "
-                "once the number of comparisons is accounted for")
+        text = (f"{lead}no MOO method beats the plain VAE significantly once the number of "
+                "comparisons is accounted for")
     if f.sig_worse:
-        text += f", while {code_list(f.sig_worse)} is significantly worse"
+        verb = "is" if len(f.sig_worse) == 1 else "are"
+        text += f", while {code_list(f.sig_worse)} {verb} significantly worse"
     return text
 
 
@@ -120,10 +127,10 @@ def settings_sentence(f: Findings) -> str:
     gains = sorted(set(f.consistent_gains.setting))
     losses = sorted(set(f.consistent_losses.setting))
     if gains:
-        text += "; the consistent gains are in the settings " + ", ".join(gains)
+        text += "; the consistent gains are in the settings " + _quoted(gains)
     if losses:
         text += ("; the consistent losses in " if gains else "; the consistent losses are in ") \
-            + ", ".join(losses)
+            + _quoted(losses)
     text += "."
     paid = f.paid_gains
     if g:
