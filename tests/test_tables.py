@@ -18,6 +18,7 @@ def test_numbers_are_never_raw_or_scientific() -> None:
     assert T.fmt_number(np.int64(3)) == "3"
     assert T.fmt_number(True) == "yes" and T.fmt_number(np.bool_(False)) == "no"
     assert T.fmt_number(math.nan) == "–"
+    assert T.fmt_number(0.1) == "0.1" and T.fmt_number(0.001) == "0.001"
 
 
 def test_rates_p_values_and_mean_sd() -> None:
