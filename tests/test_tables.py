@@ -38,7 +38,7 @@ def test_pm_table_bolds_the_best_of_each_row_among_compared_columns() -> None:
     table = T.pm_table(mean, mean / 10, "Errors.", "tab-errors", compare=["sum", "mgda"],
                        index_formats={"missing_rate": T.fmt_rate})
     md = table.markdown()
-    assert md.startswith("```{table} Errors.\n:name: tab-errors\n")
+    assert md.startswith(":::{table} Errors.\n:name: tab-errors\n")
     assert "| wine | 10 % | 0.050 ± 0.005 | 0.200 ± 0.020 | **0.100 ± 0.010** |" in md
     assert "| hi | 50 % | 0.300 ± 0.030 | **0.100 ± 0.010** | 0.200 ± 0.020 |" in md
     assert table._repr_markdown_() == md
