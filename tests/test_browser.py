@@ -128,7 +128,9 @@ return {
     .filter((td) => td.textContent.includes("±") && td.getClientRects().length > 1).length,
 };
 """
-UNRENDERED = re.compile(r"\{(glue|cite|numref|ref|doc|eq|term|download|math)(:[a-z]+)?\}|```\{")
+# a role left as text, a directive fence, or Markdown backticks printed literally
+UNRENDERED = re.compile(r"\{(glue|cite|numref|ref|doc|eq|term|download|math)(:[a-z]+)?\}"
+                        r"|```\{|`[^`\s]+`")
 LONG_DECIMAL = re.compile(r"(?<![\w.])\d+\.\d{7,}")
 
 
