@@ -60,7 +60,8 @@ def select(chapters: list[Chapter], only: list[str] | None) -> list[Chapter]:
     for item, key in keys.items():
         if key not in valid:
             raise MTVAEError(f"unknown chapter {item!r}; valid chapters are: "
-                             + ", ".join(c.number for c in chapters))
+                             + ", ".join(dict.fromkeys(c.number for c in chapters))
+                             + " (or a page's name, e.g. " + chapters[-1].stem + ")")
     wanted = set(keys.values())
     return [c for c in chapters if c.number in wanted or c.stem in wanted]
 
