@@ -1,4 +1,5 @@
-# mtvae — two commands do everything on a fresh machine: `make book` and `make test`.
+# mtvae — two commands do everything on a fresh machine: `make book` and `make test`
+# (`make pdf` builds the thesis PDF).
 # Each target creates .venv and installs the pinned requirements on first use.
 
 PYTHON  ?= python3
@@ -9,7 +10,7 @@ PROFILE ?= full
 DEVICE  ?= auto
 ONLY    ?=
 
-.PHONY: install book test lint regenerate clean
+.PHONY: install book pdf test lint regenerate clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,12 @@ install: $(STAMP)
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going
 	@echo "Open _build/html/index.html"
+
+## Build the thesis PDF with LaTeX (XeLaTeX; Debian: texlive-xetex texlive-latex-extra latexmk
+## texlive-fonts-recommended tex-gyre) from the same executed chapters: no code is run or shown.
+pdf: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --builder pdflatex
+	@echo "Thesis: _build/latex/thesis.pdf"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mtvae tests

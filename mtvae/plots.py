@@ -31,7 +31,8 @@ def _tile(images: Tensor | np.ndarray, nrow: int) -> np.ndarray:
     arr = arr.reshape(arr.shape[0], *arr.shape[-2:])
     n, h, w = arr.shape
     ncol = int(np.ceil(n / nrow))
-    canvas = np.ones((nrow * (h + 1) - 1, ncol * (w + 1) - 1))
+    # thin light-grey gutters (0 is white under the gray_r colour map): no heavy grid lines
+    canvas = np.full((nrow * (h + 1) - 1, ncol * (w + 1) - 1), 0.12)
     for i in range(n):
         r, c = divmod(i, ncol)
         canvas[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = arr[i]

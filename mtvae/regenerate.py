@@ -38,6 +38,7 @@ from mtvae.results import (
 )
 
 CHAPTER_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.md$")
+PART_RE = re.compile(r"^\d\d_\d_")  # a page of a chapter split over several sources
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def select(chapters: list[Chapter], only: list[str] | None) -> list[Chapter]:
     for item, key in keys.items():
         if key not in valid:
             raise MTVAEError(f"unknown chapter {item!r}; valid chapters are: "
-                             + ", ".join(c.number for c in chapters))
+                             + ", ".join(dict.fromkeys(c.number for c in chapters))
+                             + " (or a page's name, e.g. " + chapters[-1].stem + ")")
     wanted = set(keys.values())
     return [c for c in chapters if c.number in wanted or c.stem in wanted]
 
@@ -131,8 +133,12 @@ def record_compute(results: Path, chapter: Chapter, profile: str) -> dict[str, f
     """Run records a chapter read (``results/chNN-<profile>/``) and the compute they took.
 
     A re-executed chapter loads finished runs instead of repeating them, so its wall time
-    alone would hide what the numbers cost; the records keep each run's own time.
+    alone would hide what the numbers cost; the records keep each run's own time. A chapter
+    split over several pages (``03_multitask_vaes``, ``03_1_...``) shares one records folder,
+    which is counted once, on the page without a part number.
     """
+    if PART_RE.match(chapter.stem):
+        return {"run_records": 0, "run_records_seconds": 0.0}
     folders = [results / f"ch{chapter.number}-{profile}"]
     if chapter.number == GRID_CHAPTER:  # the results chapter reads the named grids too
         from mtvae.experiments import available_grids

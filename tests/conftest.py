@@ -6,6 +6,8 @@ Markers (select with ``-m``, e.g. ``pytest -m "not browser"``):
 - ``browser``: opens the built book in headless Chromium (needs Debian's
   ``chromium`` and ``chromium-driver`` and the ``selenium`` package; skipped otherwise).
 - ``nbval``: executes the notebook sources with nbval (smoke profile).
+- ``pdf``: builds the thesis PDF with LaTeX (needs xelatex, latexmk and poppler; skipped
+  otherwise).
 - ``slow``: takes more than a few seconds.
 """
 
@@ -27,6 +29,7 @@ MARKERS = {
     "book": "builds the Jupyter Book to HTML with -W (warnings are errors)",
     "browser": "opens the built book in headless Chromium via selenium",
     "nbval": "executes the chapter notebooks with nbval (smoke profile)",
+    "pdf": "builds the thesis PDF with jupyter-book's LaTeX builder",
     "slow": "takes more than a few seconds",
 }
 

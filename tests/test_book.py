@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import pytest
 import yaml
@@ -149,3 +149,216 @@ def test_chapters_render_their_outputs(built_html: Path) -> None:
 def test_bibliography_renders(built_html: Path) -> None:
     text = (built_html / "book" / "bibliography.html").read_text(encoding="utf8")
     assert text.count('role="doc-biblioentry"') + text.count("citation") > 0
+
+
+# ------------------------------------------------------------------ rendering checks
+# What a reader sees must be finished text: no MyST role left unrendered, no float printed with
+# all its digits, every figure and table numbered and captioned, every cross-reference
+# resolving. These caught the defects of Chapter 5 that the -W build let through.
+
+# Chapters whose committed executed notebook predates their current source. Their figure
+# models are not shipped, so re-executing them retrains those models first (hours on two
+# shared CPU cores, minutes on a GPU): `python -m mtvae regenerate --profile full --only 01 02`.
+# Until then the rendering checks below skip their pages; `test_awaiting_list_is_current`
+# fails as soon as one of them has been re-executed, so the list cannot go stale.
+AWAITING_REEXECUTION = frozenset({"book/chapters/01_vaes", "book/chapters/02_vqvaes"})
+
+# a role left as text, a directive fence, or Markdown backticks printed literally
+UNRENDERED = re.compile(r"\{(glue|cite|numref|ref|doc|eq|term|download|math)(:[a-z]+)?\}"
+                        r"|```\{|`[^`\s]+`")
+LONG_DECIMAL = re.compile(r"(?<![\w.])\d+\.\d{7,}")
+
+
+class _PageText(HTMLParser):
+    """Visible prose and outputs of a page (no scripts, styles or code-cell sources), plus
+    its figures, tables, element ids and links."""
+
+    SKIP_TAGS: ClassVar[frozenset[str]] = frozenset({"script", "style", "noscript", "template"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.ids: set[str] = set()
+        self.hrefs: list[str] = []
+        self.tables: list[dict] = []  # {"id": ..., "caption": bool, "in_code": bool}
+        self.figures: list[dict] = []  # {"id": ..., "caption": bool}
+        self.loose_images = 0  # images in cell outputs that are not inside a <figure>
+        self._stack: list[tuple[str, bool]] = []  # (tag, hidden)
+
+    def _hidden(self) -> bool:
+        return bool(self._stack) and self._stack[-1][1]
+
+    def _inside(self, tag: str) -> bool:
+        return any(t == tag for t, _ in self._stack)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        classes = a.get("class", "").split()
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(a["href"])
+        hidden = (self._hidden() or tag in self.SKIP_TAGS or "cell_input" in classes
+                  or "highlight" in classes or "headerlink" in classes)
+        if tag == "table":
+            self.tables.append({"id": a.get("id", ""), "caption": False,
+                                "in_code": self._hidden()})
+        elif tag == "caption" and self.tables:
+            self.tables[-1]["caption"] = True
+        elif tag == "figure":
+            self.figures.append({"id": a.get("id", ""), "caption": False})
+        elif tag == "figcaption" and self.figures:
+            self.figures[-1]["caption"] = True
+        elif tag == "img" and not self._inside("figure") and any(
+                "cell_output" in c for c in self._classes_in_stack):
+            self.loose_images += 1
+        if tag not in {"img", "br", "hr", "meta", "link", "input", "source", "col", "wbr"}:
+            self._stack.append((tag, hidden))
+            self._class_stack.append(classes)
+
+    @property
+    def _classes_in_stack(self) -> list[str]:
+        return [c for cls in self._class_stack for c in cls]
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._stack:
+            top, _ = self._stack.pop()
+            self._class_stack.pop()
+            if top == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden():
+            self.text.append(data)
+
+    def reset(self) -> None:
+        super().reset()
+        self._class_stack: list[list[str]] = []
+
+
+def page_text(page: Path) -> _PageText:
+    parser = _PageText()
+    parser.feed(page.read_text(encoding="utf8"))
+    return parser
+
+
+def content_pages(built_html: Path) -> list[Path]:
+    """Pages a reader reads (no index or search), without the chapters awaiting execution."""
+    return [p for p in html_pages(built_html) if p.name not in {"genindex.html", "search.html"}
+            and p.relative_to(built_html).with_suffix("").as_posix() not in AWAITING_REEXECUTION]
+
+
+def _code_sources(nb_path: Path) -> list[str]:
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    return [c.source.strip() for c in nb.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+@pytest.mark.book
+def test_awaiting_list_is_current() -> None:
+    """Each chapter listed as awaiting re-execution really differs from its source."""
+    import jupytext
+
+    for doc in AWAITING_REEXECUTION:
+        executed = REPO_ROOT / f"{doc}.ipynb"
+        source = REPO_ROOT / "notebooks" / f"{Path(doc).name}.md"
+        fresh = [c.source.strip() for c in jupytext.read(source).cells if c.cell_type == "code"]
+        assert _code_sources(executed) != fresh, (
+            f"{doc} has been re-executed from its current source: remove it from "
+            "AWAITING_REEXECUTION in tests/test_book.py")
+
+
+def test_no_unrendered_roles_or_directives(built_html: Path) -> None:
+    offenders = []
+    for page in content_pages(built_html):
+        text = " ".join(page_text(page).text)
+        for m in UNRENDERED.finditer(text):
+            context = text[max(0, m.start() - 60): m.end() + 40].replace("\n", " ")
+            offenders.append(f"{page.relative_to(built_html)}: …{context}…")
+    assert not offenders, "literal MyST roles in the rendered pages:\n" + "\n".join(offenders)
+
+
+def test_no_number_with_more_than_six_decimals(built_html: Path) -> None:
+    offenders = []
+    for page in content_pages(built_html):
+        text = " ".join(page_text(page).text)
+        offenders += [f"{page.relative_to(built_html)}: {m.group(0)}"
+                      for m in LONG_DECIMAL.finditer(text)]
+    assert not offenders, "unformatted floats in the rendered pages:\n" + "\n".join(offenders)
+
+
+def test_every_figure_and_table_is_captioned_and_referenced(built_html: Path) -> None:
+    problems, targets, hrefs = [], {}, []
+    for page in content_pages(built_html):
+        parsed = page_text(page)
+        rel = page.relative_to(built_html).as_posix()
+        hrefs += [(page, h) for h in parsed.hrefs]
+        for kind, items in (("table", [t for t in parsed.tables if not t["in_code"]]),
+                            ("figure", parsed.figures)):
+            for item in items:
+                if not item["caption"]:
+                    problems.append(f"{rel}: a {kind} without a caption (id {item['id']!r})")
+                elif item["id"]:
+                    targets[(rel, item["id"])] = kind
+        if parsed.loose_images:
+            problems.append(f"{rel}: {parsed.loose_images} output image(s) outside a captioned "
+                            "figure (give the cell `mystnb: figure: caption/name` metadata)")
+    referenced = set()
+    for page, href in hrefs:
+        if "#" not in href or REMOTE.match(href):
+            continue
+        path, frag = href.split("#", 1)
+        target = (page.parent / path).resolve() if path else page.resolve()
+        if target.is_file():
+            referenced.add((target.relative_to(built_html.resolve()).as_posix(), frag))
+    for (rel, ident), kind in targets.items():
+        if (rel, ident) not in referenced:
+            problems.append(f"{rel}: {kind} {ident!r} is never cross-referenced ({{numref}})")
+    assert not problems, "\n".join(problems)
+
+
+def test_internal_anchors_resolve(built_html: Path) -> None:
+    """Every link to ``page.html#anchor`` inside the book lands on an element with that id."""
+    ids = {p.resolve(): page_text(p).ids for p in html_pages(built_html)}
+    broken = []
+    for page in html_pages(built_html):
+        for href in parse(page).anchors:
+            if REMOTE.match(href) or "#" not in href or href.startswith(("mailto:", "javascript:")):
+                continue
+            path, frag = href.split("#", 1)
+            target = (page.parent / path).resolve() if path else page.resolve()
+            if frag and target in ids and frag not in ids[target]:
+                broken.append(f"{page.relative_to(built_html)}: {href}")
+    assert not broken, "links to missing anchors:\n" + "\n".join(broken)
+
+
+def readme_chapters() -> list[str]:
+    """The pages the README's "The book" section lists, in order (``book/...`` paths)."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf8")
+    match = re.search(r"^## The book\n(.*?)(?=^## )", text, re.S | re.M)
+    assert match, "README.md has no '## The book' section listing the chapters"
+    return re.findall(r"`(book/[\w/]+)`", match.group(1))
+
+
+@pytest.mark.book
+def test_readme_lists_the_chapters_of_the_toc() -> None:
+    assert readme_chapters() == toc_docnames(), (
+        "README.md '## The book' must list every page of _toc.yml, in order:\n"
+        f"README: {readme_chapters()}\n_toc.yml: {toc_docnames()}")
+
+
+def test_no_paragraph_is_repeated(built_html: Path) -> None:
+    """A long paragraph appears once per page (Chapter 5 once printed its verdict twice)."""
+    repeated = []
+    for page in content_pages(built_html):
+        html = page.read_text(encoding="utf8")
+        paragraphs = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", p)).strip()
+                      for p in re.findall(r"<p>(.*?)</p>", html, re.S)]
+        seen: set[str] = set()
+        for text in paragraphs:
+            if len(text) >= 150 and text in seen:
+                repeated.append(f"{page.relative_to(built_html)}: {text[:100]}…")
+            seen.add(text)
+    assert not repeated, "paragraphs printed twice:\n" + "\n".join(repeated)

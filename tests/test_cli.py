@@ -38,7 +38,7 @@ def run_cli(*args, cwd=REPO):
     [
         (["regenerate", "--profile", "bogus"], "invalid choice: 'bogus'"),
         (["regenerate", "--device", "tpu"], "invalid choice: 'tpu'"),
-        (["regenerate", "--only", "42"], "unknown chapter '42'; valid chapters are: 01"),
+        (["regenerate", "--only", "42"], "unknown chapter '42'; valid chapters are: 00, 01, 02"),
         (["regenerate", "--notebooks", "/nonexistent"], "does not exist"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],

@@ -40,12 +40,36 @@ def test_source_structure(source):
     assert f"book/chapters/{source.stem}" in toc
 
 
+def _toc_files(entries):
+    for entry in entries or []:
+        if "file" in entry:
+            yield entry["file"]
+        yield from _toc_files(entry.get("sections"))
+
+
 def test_every_toc_chapter_has_a_source():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    files = [toc["root"], *(f for part in toc["parts"] for f in _toc_files(part["chapters"]))]
     for f in files:
         if f.startswith("book/chapters/"):
             assert (REPO / "notebooks" / f"{Path(f).name}.md").exists(), f
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_one_code_visibility_rule_and_captioned_figures(source):
+    """Every code cell is either plumbing (``remove-cell``) or shows its output with the code
+    folded (``hide-input``); a cell that draws a figure gives it a caption and a ``fig-`` name
+    (myst-nb ``mystnb.figure`` metadata), so the figure is numbered and can be referenced."""
+    for i, cell in enumerate(jupytext.read(source).cells):
+        if cell.cell_type != "code":
+            continue
+        tags = _tags(cell)
+        assert "remove-input" not in tags, f"cell {i}: use hide-input, not remove-input"
+        assert "remove-cell" in tags or "hide-input" in tags, f"cell {i}: tag it hide-input"
+        if "plt.show()" in cell.source:
+            figure = cell.metadata.get("mystnb", {}).get("figure", {})
+            assert figure.get("caption") and str(figure.get("name", "")).startswith("fig-"), (
+                f"cell {i} draws a figure without mystnb.figure caption and fig- name")
 
 
 def _with_reference_outputs(source: Path) -> nbformat.NotebookNode:

@@ -167,15 +167,19 @@ class Study(ChapterStudy):
                                  **{f"ll_{k}": v for k, v in m["loglik"].items()}})
         return pd.DataFrame(rows)
 
-    @torch.no_grad()
     def from_label(self, fusion: str, method: str = "sum", seed: int = 0, per_class: int = 1
                    ) -> dict[str, Tensor]:
-        """MNIST images and 8x8 digits generated from the labels 0..9 (``per_class`` each)."""
+        """MNIST images and 8x8 digits generated from the labels 0..9 (``per_class`` each).
+
+        The model is trained first when its checkpoint is missing (a cold cache), so only the
+        generation runs without gradients.
+        """
         model, _ = self.model(fusion, method, seed)
         y = torch.arange(10).repeat_interleave(per_class).to(self.data().test.x.device)
         gen = torch.Generator(device=y.device).manual_seed(seed)
-        return {m: model.cross_generate({"y": y}, ("label",), m, gen).cpu()
-                for m in ("mnist", "digit")}
+        with torch.no_grad():
+            return {m: model.cross_generate({"y": y}, ("label",), m, gen).cpu()
+                    for m in ("mnist", "digit")}
 
 
 def pair_name(source: tuple[str, ...], target: str) -> str:
