@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="moo: devices to time; grid: 'all' means auto")
     bench.add_argument("--methods", nargs="+", metavar="NAME", help="moo: only these methods")
     bench.add_argument("--workers", type=int, default=2, help="grid: the N of 1 vs N workers")
+    bench.add_argument("--stacks", type=int, nargs="+", default=None, metavar="S",
+                       help="grid: members per stacked job to compare (default 1 5 10 on the "
+                       "CPU, 1 5 25 100 on a GPU)")
     return parser
 
 
@@ -139,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             from mtvae.bench import bench_grid
 
             device = "auto" if args.device == "all" else args.device
-            _print_rows(bench_grid(workers=args.workers, device=device, quick=args.quick),
+            _print_rows(bench_grid(workers=args.workers, device=device, quick=args.quick,
+                                   stacks=tuple(args.stacks) if args.stacks else None),
                         args.json)
         elif args.command == "bench":
             from mtvae.bench import bench_moo

@@ -297,11 +297,12 @@ def test_grid_errors_are_one_line(args, message, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_grid_reports_runs_per_minute_for_1_and_n_workers():
-    out = run_cli("bench", "grid", "--quick", "--json", "--workers", "2", "--device", "cpu")
+def test_bench_grid_reports_runs_per_minute_for_workers_and_stacks():
+    out = run_cli("bench", "grid", "--quick", "--json", "--workers", "2", "--device", "cpu",
+                  "--stacks", "1", "2")
     assert out.returncode == 0, out.stderr
-    one, two = json.loads(out.stdout)
-    assert (one["workers"], two["workers"]) == (1, 2)
-    assert one["runs"] == two["runs"] == 12 and one["speedup"] == 1.0
-    assert one["runs_per_minute"] > 0 and two["runs_per_minute"] > 0
-    assert one["threads_per_worker"] == two["threads_per_worker"] == 1
+    rows = json.loads(out.stdout)
+    assert [(r["workers"], r["stack"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(r["runs"] == 4 and r["runs_per_min"] > 0 for r in rows)  # 2 tables x 2 seeds
+    assert [r["ratio"] for r in rows if r["stack"] == 1] == [1.0, 1.0]
+    assert all(r["threads_per_worker"] == 1 for r in rows)

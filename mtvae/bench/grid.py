@@ -30,6 +30,9 @@ def bench_grid(workers: int = 2, device: str = "auto", quick: bool = False,
         raise MTVAEError(f"bench grid compares 1 with N workers: N must be ≥ 2, got {workers!r}")
     dev = resolve_device(device)
     stacks = stacks or STACKS[dev.type]
+    if any(not isinstance(s, int) or s < 1 for s in stacks) or 1 not in stacks:
+        raise MTVAEError(f"bench grid stacks must be positive integers including 1 (the "
+                         f"unstacked reference), got {list(stacks)}")
     g = get_profile("smoke").grid
     fixed = {"max_rows": 1000, "hidden": g.hidden, "depth": g.depth, "batch_size": g.batch_size,
              "lr": g.lr, "steps": 60 if quick else 200, "patience_steps": 100000,
