@@ -27,7 +27,7 @@ from mtvae.guard import DivergenceGuard
 from mtvae.moo import Combiner, ConflictLog, get_combiner
 from mtvae.progress import EpochProgress
 from mtvae.stack.combine import backward, stackable
-from mtvae.stack.forward import StackedForward
+from mtvae.stack.forward import Layout, StackedForward
 from mtvae.stack.members import Stack
 from mtvae.train import (
     FitResult,
@@ -234,6 +234,7 @@ class _StackRun:
         self.train = _stacked_split([m.data.train for m in members])
         self.val = _stacked_split([m.data.val for m in members])
         self.order: Tensor | None = None
+        self.layout: Layout | None = None  # of the last training batch
 
     def param_norms(self) -> Tensor:
         """Each member's global parameter norm ``[S]``."""
@@ -350,6 +351,7 @@ def _train(members: list[_Member], models: list[nn.Module],
             validate = epoch % val_every == 0 or epoch == epochs
             val_loss = _evaluate(run.fwd, run.members, run.val).tolist() if validate else None
             lay = run.layout
+            assert lay is not None
             names = ["loss", *[f"task/{t}" for t in lay.tasks],
                      *[f"reg/{r}" for r in lay.regularizers], *lay.stats]
             seconds = time.perf_counter() - t0

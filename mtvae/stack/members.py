@@ -25,6 +25,12 @@ from torch.func import stack_module_state
 from mtvae.errors import MTVAEError
 
 
+def _member_slice(state: dict[str, Any], index: Tensor | int) -> dict[str, Any]:
+    """Optimiser state of some members: per-member tensors sliced, shared scalars copied."""
+    return {name: (t[index].clone() if torch.is_tensor(t) and t.dim() > 0 else copy.deepcopy(t))
+            for name, t in state.items()}
+
+
 def _signature(model: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     return [(k, tuple(v.shape), v.dtype) for k, v in model.state_dict().items()]
 
@@ -81,9 +87,7 @@ class Stack:
         new_opt = type(optimizer)(list(new_params.values()), **optimizer.defaults)
         for (_, p), q in zip(old, new_params.values(), strict=True):
             if p in state:
-                s = state[p]
-                new_opt.state[q] = {name: (t[index].clone() if torch.is_tensor(t) and t.dim() > 0
-                                           else copy.deepcopy(t)) for name, t in s.items()}
+                new_opt.state[q] = _member_slice(state[p], index)
         self.params = new_params
         self.members = [self.members[i] for i in positions]
         return new_opt
@@ -92,9 +96,7 @@ class Stack:
         """One member's optimiser state (for its own checkpoint)."""
         out: dict[str, Any] = {}
         for k, p in self.params.items():
-            s = optimizer.state.get(p, {})
-            out[k] = {n: (t[pos].clone() if torch.is_tensor(t) and t.dim() > 0
-                          else copy.deepcopy(t)) for n, t in s.items()}
+            out[k] = _member_slice(optimizer.state.get(p, {}), pos)
         return out
 
     def load_optimizer_slice(self, optimizer: torch.optim.Optimizer, pos: int,
