@@ -69,6 +69,8 @@ def _grid_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     stacking.add_argument("--no-stack", action="store_true", help="train every run on its own")
     grid.add_argument("--max-minutes", type=float, default=None, metavar="M",
                       help="start no new job after M minutes; a second call continues")
+    grid.add_argument("--where", nargs="+", default=None, metavar="KEY=VALUE",
+                      help="only the runs whose config has these values (e.g. dataset=wine)")
     grid.add_argument("--shard", default=None, metavar="i/n",
                       help="only the i-th of n disjoint parts of the grid (several machines)")
     slurm = grid.add_argument_group("slurm (--executor slurm)")
@@ -86,12 +88,17 @@ def _grid_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def _run_grid(args: argparse.Namespace) -> None:
-    from mtvae.experiments import get_executor, get_grid, plan, run_grid
-    from mtvae.experiments.runner import parse_shard
+    from mtvae.experiments import get_executor, get_grid, plan
+    from mtvae.experiments.runner import parse_shard, parse_where, run_staged
 
-    spec = get_grid(args.name, args.profile)
+    spec = get_grid(args.name, args.profile, args.results)
     if args.dry_run:
         table = plan(spec, args.results)
+        where = parse_where(args.where)
+        if where:
+            from mtvae.experiments.runner import select
+
+            table = table[table.id.isin({r.id for r in select(spec.runs(), where)})]
         print(table.to_string(index=False))
         counts = table.status.value_counts()
         print(f"grid {spec.name}: {len(table)} runs: " + ", ".join(
@@ -106,10 +113,16 @@ def _run_grid(args: argparse.Namespace) -> None:
             runs_per_job=args.runs_per_job, workers_per_job=args.workers,
             array_parallelism=args.array_parallelism, threads=args.threads)
     progress = "auto" if sys.stderr.isatty() else "log"  # no bar flood in a log file
-    summary = run_grid(spec, executor=executor, device=args.device, root=args.results,
-                       retry_failed=args.retry_failed, progress=progress,
-                       stack=1 if args.no_stack else args.stack,
-                       max_minutes=args.max_minutes, shard=parse_shard(args.shard))
+    from mtvae.experiments.grids import STAGED
+
+    staged = args.name in STAGED
+    summary = run_staged(lambda: get_grid(args.name, args.profile, args.results) if staged
+                         else spec, once=not staged, executor=executor, device=args.device,
+                         root=args.results,
+                         retry_failed=args.retry_failed, progress=progress,
+                         stack=1 if args.no_stack else args.stack,
+                         max_minutes=args.max_minutes, shard=parse_shard(args.shard),
+                         where=parse_where(args.where))
     print(summary)
 
 

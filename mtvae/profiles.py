@@ -126,6 +126,45 @@ class GridStudy:
 
 
 @dataclass(frozen=True)
+class TablesStudy:
+    """Settings of the tables grid (Chapters 3-5): ``python -m mtvae grid tables``.
+
+    Two stages. **Tuning**: every method family gets the same budget of
+    ``len(variants) x len(lrs)`` configurations — the plain sum its three static task
+    weightings, each MOO method its main option (CR-MOGM smoothing of the weights, or
+    GradNorm's alpha) — trained at ``tuning_rate`` on ``tuning_seeds`` (masks and
+    initialisations never reported) and chosen by the mean validation error of the missing
+    cells. **Evaluation**: the chosen configuration on ``seeds`` at every missing rate, and
+    the default one (first variant, first learning rate: the untuned comparison and the
+    anchor protocol) at ``tuning_rate``. Budgets are in optimiser steps whatever the table's
+    size; validation every ``val_every_steps`` steps; patience in steps.
+    """
+
+    datasets: tuple[str, ...] = ("wine", "boston", "breast_cancer", "labour", "hi", "rwm5yr",
+                                 "diamonds", "movies")
+    row_caps: tuple[tuple[str, int], ...] = (("diamonds", 10000), ("movies", 10000))
+    seed_caps: tuple[tuple[str, int], ...] = (("hi", 5), ("rwm5yr", 5), ("diamonds", 5),
+                                              ("movies", 5))
+    missing_rates: tuple[float, ...] = (0.1, 0.3, 0.5)
+    seeds: tuple[int, ...] = tuple(range(10))
+    tuning_seeds: tuple[int, ...] = (100, 101, 102)
+    tuning_rate: float = 0.3
+    families: tuple[str, ...] = ("sum", "mgda", "pcgrad", "imtl-g", "upgrad", "dualproj",
+                                 "aligned-mtl", "gradnorm+pcgrad", "nsgd+imtl-g")
+    parameter_families: tuple[str, ...] = ("imtl-g@parameter-rescaled",
+                                           "pcgrad@parameter-rescaled", "imtl-g@parameter")
+    parameter_datasets: tuple[str, ...] = ("wine", "boston", "breast_cancer", "labour")
+    lrs: tuple[float, ...] = (1e-3, 3e-3)
+    hidden: int = 100
+    depth: int = 3
+    batch_size: int = 256
+    steps: int = 8000
+    patience_steps: int = 1000
+    val_every_steps: int = 50
+    monitor_every: int = 50
+
+
+@dataclass(frozen=True)
 class AuxStudy:
     """Settings of Chapter 3, "Auxiliary tasks" (VAE + supervised heads)."""
 
@@ -192,6 +231,7 @@ class Profile:
     vq: VQStudy = field(default_factory=VQStudy)
     hetero: HeteroStudy = field(default_factory=HeteroStudy)
     grid: GridStudy = field(default_factory=GridStudy)
+    tables: TablesStudy = field(default_factory=TablesStudy)
     aux: AuxStudy = field(default_factory=AuxStudy)
     multimodal: MultimodalStudy = field(default_factory=MultimodalStudy)
     hier: HierStudy = field(default_factory=HierStudy)
@@ -222,6 +262,13 @@ PROFILES: dict[str, Profile] = {
         grid=GridStudy(
             datasets=("wine", "labour"), methods=("sum", "pcgrad"), missing_rates=(0.1, 0.5),
             seeds=(0,), max_rows=400, steps=30, patience_steps=30, monitor_every=2,
+        ),
+        tables=TablesStudy(
+            datasets=("wine", "labour"), row_caps=(("labour", 300),), missing_rates=(0.1, 0.5),
+            seeds=(0, 1), tuning_seeds=(100,), tuning_rate=0.5,
+            families=("sum", "pcgrad", "gradnorm+pcgrad"),
+            parameter_families=("pcgrad@parameter-rescaled",), parameter_datasets=("wine",),
+            lrs=(1e-3,), steps=40, patience_steps=20, val_every_steps=10, monitor_every=5,
         ),
         aux=AuxStudy(epochs=1, patience=1, seeds=(0,), label_fractions=(1.0, 0.1),
                      methods=("sum", "pcgrad"), train_size=1000, shapes_n=900,

@@ -11,6 +11,13 @@ Kinds shipped here:
   (:mod:`mtvae.hetero_run`) with the missing rate as a setting, score its imputation of
   the missing test cells per feature, and keep a compact gradient-conflict summary.
 * ``baseline``: column mean/mode imputation under the same mask and split.
+* ``tables``: the tables grid's run (Chapters 3-5): the same training as ``hetero`` with
+  validation every ``val_every_steps`` steps, scored under both protocols
+  (:func:`mtvae.hetero_run.protocol_scores`: missing test cells by the predictive mean,
+  the validation score the tuning selects on, the mode-estimator ablation and the anchor
+  paper's observed-cell reconstruction).
+* ``reference``: a classical imputer from scikit-learn (k-NN, MICE, missForest-style, or
+  mean/mode) under the same masks, splits and scores (:mod:`mtvae.imputation`).
 
 ``hetero`` also has a stacked variant (:func:`register_stacked`): runs that differ only in
 their seed train as one stacked model and still get one record each.
@@ -26,11 +33,15 @@ from typing import Any
 from mtvae.data import Dataset
 from mtvae.errors import MTVAEError, check_choice
 from mtvae.hetero_run import (
+    Scorer,
     baseline_scores,
     conflict_summary,
     fit_and_score,
     fit_and_score_stacked,
     load_data,
+    protocol_scores,
+    score,
+    table_score,
 )
 from mtvae.moo import get_combiner
 from mtvae.results import cache_dir, run_id
@@ -46,6 +57,8 @@ STACKED: dict[str, StackedKind] = {}
 HETERO_KEYS = ("dataset", "method", "seed", "missing_rate", "max_rows", "hidden", "depth",
                "batch_size", "lr", "steps", "patience_steps", "monitor_every")
 BASELINE_KEYS = ("dataset", "seed", "missing_rate", "max_rows")
+TABLE_KEYS = (*HETERO_KEYS, "val_every_steps")
+REFERENCE_KEYS = (*BASELINE_KEYS, "imputer")
 
 
 def register(name: str) -> Callable[[Kind], Kind]:
@@ -117,24 +130,55 @@ def hetero(config: dict[str, Any], device: str) -> dict[str, Any]:
     return metrics | {"conflict": conflict_summary(result)}
 
 
-@register_stacked("hetero")
-def hetero_stacked(configs: list[dict[str, Any]], device: str
-                   ) -> list[dict[str, Any] | BaseException]:
-    """:func:`hetero` for runs that differ only in ``seed``, trained as one stacked job."""
+def _stacked(kind: str, keys: tuple[str, ...], configs: list[dict[str, Any]], device: str,
+             scorer: Scorer) -> list[dict[str, Any] | BaseException]:
+    """Runs that differ only in ``seed``, trained as one stacked job, one metrics dict each."""
     for c in configs:
-        _require(c, HETERO_KEYS, "hetero")
+        _require(c, keys, kind)
     # a stack of S runs is S times the work of one: checkpoints let a killed job resume
-    ckpts: list[Path | None] = [cache_dir() / "grid" / f"{run_id('hetero', c)}.pt"
-                                for c in configs]
-    out: list[dict[str, Any] | BaseException] = []
+    ckpts: list[Path | None] = [cache_dir() / "grid" / f"{run_id(kind, c)}.pt" for c in configs]
     results = fit_and_score_stacked(configs, [_data(c) for c in configs], device=device,
-                                    checkpoints=ckpts)
+                                    checkpoints=ckpts, scorer=scorer)
+    out: list[dict[str, Any] | BaseException] = []
     for r, path in zip(results, ckpts, strict=True):
         out.append(r if isinstance(r, BaseException)
                    else r[0] | {"conflict": conflict_summary(r[1])})
         if path is not None:
             path.unlink(missing_ok=True)  # the record, written next, is the durable state
     return out
+
+
+@register_stacked("hetero")
+def hetero_stacked(configs: list[dict[str, Any]], device: str
+                   ) -> list[dict[str, Any] | BaseException]:
+    """:func:`hetero` for runs that differ only in ``seed``, trained as one stacked job."""
+    return _stacked("hetero", HETERO_KEYS, configs, device, score)
+
+
+@register("tables")
+def tables(config: dict[str, Any], device: str) -> dict[str, Any]:
+    """A HeteroVAE of the tables grid, scored under both protocols."""
+    _require(config, TABLE_KEYS, "tables")
+    metrics, result = fit_and_score(config, _data(config), device=device, scorer=table_score)
+    return metrics | {"conflict": conflict_summary(result)}
+
+
+@register_stacked("tables")
+def tables_stacked(configs: list[dict[str, Any]], device: str
+                   ) -> list[dict[str, Any] | BaseException]:
+    """:func:`tables` for runs that differ only in ``seed``, trained as one stacked job."""
+    return _stacked("tables", TABLE_KEYS, configs, device, table_score)
+
+
+@register("reference")
+def reference(config: dict[str, Any], device: str) -> dict[str, Any]:
+    """A classical imputer under the tables grid's masks and scores (``device`` unused)."""
+    from mtvae.imputation import reference_imputer  # scikit-learn: imported when used
+
+    _require(config, REFERENCE_KEYS, "reference")
+    data = _data(config)
+    imputer = reference_imputer(str(config["imputer"]), data, seed=int(config["seed"]))
+    return protocol_scores(imputer, data, protocols=("test", "val"))
 
 
 @register("baseline")

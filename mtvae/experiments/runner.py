@@ -140,6 +140,35 @@ def make_jobs(runs: list[Run], stack: int) -> list[list[Run]]:
     return sorted(jobs, key=lambda j: position[j[0].id])
 
 
+def parse_where(items: list[str] | None) -> dict[str, str] | None:
+    """``["dataset=wine", "kind=tables"]`` -> ``{"dataset": "wine", "kind": "tables"}``."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise MTVAEError(f"--where takes KEY=VALUE (e.g. dataset=wine), got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def select(runs: list[Run], where: dict[str, str] | None) -> list[Run]:
+    """The runs whose config (or ``kind``) matches every ``where`` item, compared as text."""
+    if not where:
+        return runs
+    keys = {k for r in runs for k in r.config} | {"kind"}
+    unknown = sorted(set(where) - keys)
+    if unknown:
+        raise MTVAEError(f"--where names {unknown}, which no run of this grid has; valid keys: "
+                         + ", ".join(sorted(keys)))
+
+    def value(run: Run, key: str) -> str:
+        return run.kind if key == "kind" else str(run.config.get(key))
+
+    return [r for r in runs if all(value(r, k) == v for k, v in where.items())]
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"i/n"`` (1 ≤ i ≤ n) -> ``(i, n)``; ``None`` stays ``None``."""
     if text is None:
@@ -165,6 +194,7 @@ def run_grid(
     stack: int | None = None,
     max_minutes: float | None = None,
     shard: tuple[int, int] | None = None,
+    where: dict[str, str] | None = None,
 ) -> GridSummary:
     """Execute the runs of ``spec`` that have no record yet; return a summary.
 
@@ -182,6 +212,8 @@ def run_grid(
             ``GridSummary.left`` says what remains for the next call.
         shard: ``(i, n)``: only the i-th of n disjoint parts of the grid's jobs (stable
             whatever is already recorded, so n machines never overlap).
+        where: only the runs whose config has these values (compared as text), e.g.
+            ``{"dataset": "wine"}`` to finish one table before the next.
     """
     executor = executor or LocalExecutor()
     executor.check(device)
@@ -194,7 +226,7 @@ def run_grid(
     started = time.perf_counter()
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
     folder = _root(root)
-    runs = spec.runs()
+    runs = select(spec.runs(), where)
     kinds = {r.kind: get_kind(r.kind) for r in runs}  # unknown kinds fail before any run
     jobs = make_jobs(runs, stack)
     if shard is not None:
@@ -236,6 +268,39 @@ def run_grid(
     if bar.mode == "log":
         logger.info("%s", summary)
     return summary
+
+
+def run_staged(build: Callable[[], GridSpec], *, max_minutes: float | None = None,
+               once: bool = False, **kwargs: Any) -> GridSummary:
+    """:func:`run_grid` on a grid whose later blocks depend on earlier records: rebuild the
+    spec with ``build()`` after each pass until a pass finds nothing new to run (or the time
+    limit stops it). Returns the summary of all passes together; ``once`` runs one pass
+    (a grid with fixed blocks)."""
+    started = time.perf_counter()
+    total: GridSummary | None = None
+    while True:
+        left = None if max_minutes is None else max_minutes - (time.perf_counter() - started) / 60
+        spec = build()
+        if left is not None and left <= 0:
+            summary = GridSummary(spec.name, len(spec))
+            ids = {r.id for r in select(spec.runs(), kwargs.get("where"))}
+            table = plan(spec, kwargs.get("root"))
+            summary.left = int((table.id.isin(ids) & (table.status == "pending")).sum())
+        else:
+            summary = run_grid(spec, max_minutes=left, **kwargs)
+        if total is None:
+            total = summary
+        else:  # specs only grow: the runs this call recorded earlier are skipped now
+            total.skipped = summary.skipped - total.done - total.failed
+            total.total = summary.total
+            total.done += summary.done
+            total.failed += summary.failed
+            total.failures += summary.failures
+            total.left = summary.left
+            total.kept_failed = summary.kept_failed
+        total.wall_seconds = time.perf_counter() - started
+        if once or summary.done + summary.failed == 0 or summary.left:
+            return total
 
 
 def load_results(grid: str | GridSpec, root: str | Path | None = None,

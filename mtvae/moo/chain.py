@@ -30,7 +30,7 @@ from mtvae.moo.diagnostics import GradientStats, gradient_stats, gramian_stats
 from mtvae.moo.methods import AGGREGATORS, Method
 from mtvae.moo.weighting import OPTIONS, WEIGHTINGS, Weighting
 
-SPACES = ("activation", "parameter")
+SPACES = ("activation", "parameter", "parameter-rescaled")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Combiners: how a model's :class:`~mtvae.terms.Terms` become parameter gradients.
 
-* ``sum`` — the plain objective (the vanilla ELBO): every task and regulariser summed.
+* ``sum`` — the plain objective (the vanilla ELBO): every task and regulariser summed;
+  ``sum:initial-loss`` and ``sum:type`` weight the tasks statically (the tuned-sum family of
+  Kurin et al. 2022 and Xin et al. 2022, see :func:`static_weights`).
 * activation space (default for a method spec, e.g. ``"pcgrad"``) — the "impartial" block
   of Javaloy et al. (2022): take each task's gradient w.r.t. the shared representation
   ``h = Terms.shared``, aggregate them, rescale the result to the norm of the plain summed
@@ -9,7 +11,9 @@
   gradient reaches the encoder as usual, and each task's own head receives its own gradient.
 * parameter space (``"pcgrad@parameter"``) — torchjd's Jacobian descent (Quinton & Rey 2024):
   ``mtl_backward`` stores the Jacobian of the task losses w.r.t. every shared parameter,
-  ``jac_to_grad`` aggregates it into ``.grad``.
+  ``jac_to_grad`` aggregates it into ``.grad``. ``"pcgrad@parameter-rescaled"`` rescales that
+  update to the norm of the plain summed gradient over the shared parameters, as the
+  activation block does, so the two spaces take steps of the same size.
 
 Every combiner can also report :class:`~mtvae.moo.diagnostics.GradientStats` for a step
 (``observe=True``); the trainer asks for them every few steps.
@@ -24,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torchjd.autojac import jac_to_grad, mtl_backward
 
-from mtvae.errors import MTVAEError
+from mtvae.errors import MTVAEError, check_choice
 from mtvae.moo.chain import Chain, Spec, method_names, parse_spec
 from mtvae.moo.diagnostics import GradientStats, gradient_stats, task_gradients
 from mtvae.terms import Terms
@@ -46,26 +50,104 @@ class Combiner(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class SumCombiner:
-    """The vanilla objective: back-propagate the sum of all tasks and regularisers."""
+SUM_WEIGHTINGS = ("uniform", "initial-loss", "type")
+"""Static task weightings of the plain sum (``"sum"``, ``"sum:initial-loss"``, ``"sum:type"``)."""
 
-    name = "sum"
+
+def task_types(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """The feature type of every task, read from the model's ``schema`` (a HeteroVAE)."""
+    schema = getattr(model, "schema", None)
+    types = {} if schema is None else {f.name: f.type for f in schema}
+    missing = [n for n in names if n not in types]
+    if missing:
+        raise MTVAEError(f"'sum:type' weights tasks by feature type, but the model has no "
+                         f"schema naming the tasks {missing}; use 'sum' or 'sum:initial-loss'")
+    return [types[n] for n in names]
+
+
+def static_weights(weighting: str, losses: Tensor, types: Sequence[str] | None = None
+                   ) -> Tensor:
+    """Per-task weights of a weighted plain sum, normalised to sum to the number of tasks.
+
+    * ``uniform``: every task 1 (the plain ELBO);
+    * ``initial-loss``: ``1 / |L_i(0)|`` for the first batch's task losses ``losses`` (each
+      task starts at the same weighted loss; ``|.|`` because a log-likelihood loss may be
+      negative, floored at 1 % of the mean magnitude so a near-zero loss cannot take all
+      the weight);
+    * ``type``: ``1 / (number of types * number of tasks of the same type)``, so every
+      feature type gets the same total weight however many columns it has.
+
+    The weights sum to ``T`` so that, against the KL, the reconstruction keeps the plain
+    sum's overall scale: only the balance between tasks changes.
+    """
+    check_choice("sum weighting", weighting, SUM_WEIGHTINGS)
+    T = len(losses)
+    if weighting == "uniform":
+        w = torch.ones(T, dtype=torch.float64)
+    elif weighting == "initial-loss":
+        mag = losses.detach().double().abs().cpu()
+        if not bool(torch.isfinite(mag).all()):
+            raise MTVAEError("'sum:initial-loss' got a non-finite initial task loss; check "
+                             "the data for extreme values")
+        w = 1.0 / mag.clamp_min(max(float(mag.mean()) * 1e-2, 1e-12))
+    else:
+        if types is None or len(types) != T:
+            raise MTVAEError(f"'sum:type' needs one feature type per task ({T} tasks)")
+        count = {t: list(types).count(t) for t in set(types)}
+        w = torch.tensor([1.0 / (len(count) * count[t]) for t in types], dtype=torch.float64)
+    return (w * T / w.sum()).float()
+
+
+class SumCombiner:
+    """The plain objective: back-propagate the (optionally weighted) sum of the tasks plus
+    the regularisers. The weights are fixed at the first step (see :func:`static_weights`)
+    and saved in the combiner's state, so a resumed run keeps them."""
+
     space = "activation"
+
+    def __init__(self, weighting: str = "uniform") -> None:
+        check_choice("sum weighting", weighting, SUM_WEIGHTINGS)
+        self.weighting = weighting
+        self.name = "sum" if weighting == "uniform" else f"sum:{weighting}"
+        self.weights: Tensor | None = None
+
+    def task_weights(self, losses: Tensor, names: Sequence[str], model: nn.Module
+                     ) -> Tensor | None:
+        """This run's per-task weights (``None`` for the uniform sum), fixed on first use."""
+        if self.weighting == "uniform":
+            return None
+        if self.weights is None:
+            types = task_types(model, names) if self.weighting == "type" else None
+            self.weights = static_weights(self.weighting, losses, types)
+        if len(self.weights) != len(losses):
+            raise MTVAEError(f"{self.name!r} holds {len(self.weights)} task weights for "
+                             f"{len(losses)} tasks (a checkpoint of another model?)")
+        return self.weights.to(device=losses.device, dtype=losses.dtype)
 
     def backward(self, terms: Terms, model: nn.Module, observe: bool = False
                  ) -> GradientStats | None:
+        w = None
+        if self.weighting != "uniform":
+            w = self.task_weights(_task_losses(terms), list(terms.tasks), model)
         stats = None
         if observe and terms.shared is not None and len(terms.tasks) > 1:
             G = task_gradients(terms)
-            stats = gradient_stats(G, G.sum(dim=0))
-        terms.total().backward()
+            stats = gradient_stats(G, G.sum(dim=0) if w is None else w.to(G.dtype) @ G)
+        if w is None:
+            total = terms.total()
+        else:
+            total = (w * torch.stack(list(terms.tasks.values()))).sum()
+            if terms.regularizers:
+                total = total + torch.stack(list(terms.regularizers.values())).sum()
+        total.backward()
         return stats
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {} if self.weights is None else {"weights": self.weights.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        del state
+        if state.get("weights") is not None:
+            self.weights = torch.tensor(state["weights"], dtype=torch.float32)
 
 
 def _task_losses(terms: Terms) -> torch.Tensor:
@@ -218,13 +300,27 @@ class ParameterCombiner(_ChainCombiner):
         mtl_backward(list(terms.tasks.values()), features=h, retain_graph=True)
         shared = [p for p in model.parameters() if getattr(p, "jac", None) is not None]
         self.chain.losses, self.chain.record = losses, observe
+        if self.space == "parameter":
+            jac_to_grad(shared, self.chain)
+            return self.chain.last
+        # parameter-rescaled: the aggregate rescaled to the norm of the plain summed gradient
+        # over the shared parameters, as the activation block does at h
+        plain = torch.sqrt(sum((p.jac.sum(0).double() ** 2).sum() for p in shared))
+        before = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in shared]
         jac_to_grad(shared, self.chain)
+        update = [p.grad - g0 for p, g0 in zip(shared, before, strict=True)]
+        norm = torch.sqrt(sum((u.double() ** 2).sum() for u in update))
+        scale = (plain / norm.clamp_min(1e-24)).to(update[0].dtype)
+        self.chain.note_finite(scale)
+        for p, g0, u in zip(shared, before, update, strict=True):
+            p.grad = g0 + scale * u
+        self.chain.check_finite()
         return self.chain.last
 
 
 def available() -> list[str]:
     """Every method name accepted by :func:`get_combiner` (chain them with ``+``)."""
-    return ["sum", *method_names()]
+    return ["sum", *(f"sum:{w}" for w in SUM_WEIGHTINGS[1:]), *method_names()]
 
 
 def get_combiner(name: str | Combiner) -> Combiner:
@@ -234,7 +330,11 @@ def get_combiner(name: str | Combiner) -> Combiner:
     """
     if not isinstance(name, str):
         return name
-    if name.strip().lower() == "sum":
-        return SumCombiner()
+    base, colon, weighting = name.strip().lower().partition(":")
+    if base == "sum":
+        if colon and weighting not in SUM_WEIGHTINGS[1:]:
+            raise MTVAEError(f"unknown weighting {weighting!r} of the sum in {name!r}; valid: "
+                             + ", ".join(f"sum:{w}" for w in SUM_WEIGHTINGS[1:]))
+        return SumCombiner(weighting or "uniform")
     spec = parse_spec(name)
     return ActivationCombiner(spec) if spec.space == "activation" else ParameterCombiner(spec)

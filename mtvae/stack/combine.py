@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mtvae.errors import MTVAEError
 from mtvae.moo import Combiner
@@ -47,15 +47,38 @@ def _task_gradients(packed: Packed) -> Tensor:
     return torch.stack([r.reshape(len(h), -1) for r in rows], dim=1)
 
 
-def backward(packed: Packed, combiners: list[Combiner], observe: bool
+def _sum_weights(packed: Packed, combiners: list[SumCombiner], tasks: tuple[str, ...],
+                 model: nn.Module | None) -> Tensor | None:
+    """Every member's static task weights ``[S, T]`` (``None`` when all sums are uniform)."""
+    if all(c.weighting == "uniform" for c in combiners):
+        return None
+    if model is None:
+        raise MTVAEError("a weighted sum inside a stack needs the template model")
+    losses = packed.tasks.detach()
+    ones = torch.ones_like(losses[0])
+    return torch.stack([ones if (w := c.task_weights(losses[s], tasks, model)) is None else w
+                        for s, c in enumerate(combiners)])
+
+
+def backward(packed: Packed, combiners: list[Combiner], observe: bool,
+             tasks: tuple[str, ...] = (), model: nn.Module | None = None
              ) -> list[GradientStats | None]:
-    """Accumulate every member's gradients into the stacked parameters' ``.grad``."""
+    """Accumulate every member's gradients into the stacked parameters' ``.grad``.
+
+    ``tasks`` (the task names) and ``model`` (the stack's template) are needed only by the
+    weighted sums (``sum:type`` reads the model's schema).
+    """
     total = packed.totals().sum()
     if all(isinstance(c, SumCombiner) for c in combiners):
+        sums = [c for c in combiners if isinstance(c, SumCombiner)]
+        W = _sum_weights(packed, sums, tasks, model)
         stats: list[GradientStats | None] = [None] * len(combiners)
         if observe and packed.shared is not None and packed.tasks.shape[1] > 1:
             G = _task_gradients(packed)
-            stats = [gradient_stats(G[s], G[s].sum(0)) for s in range(len(combiners))]
+            stats = [gradient_stats(G[s], G[s].sum(0) if W is None else W[s].to(G.dtype) @ G[s])
+                     for s in range(len(combiners))]
+        if W is not None:
+            total = (packed.tasks * W).sum() + packed.regularizers.sum()
         total.backward()
         return stats
     for comb in combiners:

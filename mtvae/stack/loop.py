@@ -297,7 +297,8 @@ class _StackRun:
         normals, uniforms = _noise(self.members, lay.n_normal, lay.n_uniform, self.dev)
         self.opt.zero_grad(set_to_none=True)
         packed = self.fwd(batch, normals, uniforms, training=True)
-        stats = backward(packed, [m.combiner for m in self.members], observe)
+        stats = backward(packed, [m.combiner for m in self.members], observe, lay.tasks,
+                         self.stack.template)
         if grad_clip is not None:
             _clip_per_member(self.stack, grad_clip)
         self.opt.step()

@@ -1,0 +1,107 @@
+"""Equal tuning budgets for every method family, and selection on validation.
+
+Kurin et al. (2022) and Xin et al. (2022) showed that a plain sum given the tuning that
+MOO methods implicitly get matches most of them. So in the tables grid every *family*
+(``sum``, ``pcgrad``, ``gradnorm+pcgrad``, ...) gets the same number of configurations:
+``len(VARIANTS) x len(lrs)``:
+
+* the sum: its three static task weightings (``sum``, ``sum:initial-loss``, ``sum:type``;
+  :func:`mtvae.moo.combine.static_weights`);
+* a MOO method: its main option at three values — CR-MOGM smoothing of the weights
+  (Zhou et al. 2022; ``crmogm`` 0, 0.5, 0.9) on the aggregator, which every Gramian method
+  here accepts.
+
+The first variant at the first learning rate is the family's *default* (what the anchor
+paper and the old grid ran). :func:`choose` picks, per (table, family), the configuration
+with the lowest mean VALIDATION error of the missing cells over the tuning seeds; test
+scores are never read.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mtvae.errors import MTVAEError
+from mtvae.moo.chain import parse_spec
+from mtvae.moo.methods import AGGREGATORS
+
+SUM_VARIANTS = ("sum", "sum:initial-loss", "sum:type")
+CRMOGM = (0.0, 0.5, 0.9)
+SELECT_ON = "val.mean_error"
+
+
+def family_of(method: str) -> str:
+    """The family of a method spec: options removed, ``sum:*`` -> ``sum``."""
+    if method.split(":")[0] == "sum":
+        return "sum"
+    return re.sub(r"\[[^\]]*\]", "", method)
+
+
+def variants(family: str) -> tuple[str, ...]:
+    """The family's three variants (the first is its default)."""
+    if family == "sum":
+        return SUM_VARIANTS
+    spec = parse_spec(family)
+    if spec.aggregator is None or "crmogm" not in AGGREGATORS[spec.aggregator].options:
+        raise MTVAEError(f"{family!r} has no aggregator with a 'crmogm' option to tune; the "
+                         "tables grid tunes Gramian aggregators (mgda, pcgrad, imtl-g, upgrad, "
+                         "dualproj, aligned-mtl, cagrad, ...) and chains ending in one")
+    text, at, space = family.partition("@")
+    out = []
+    for c in CRMOGM:
+        step = text if c == 0.0 else f"{text}[crmogm={c}]"
+        out.append(step + at + space)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One tuning configuration of a family."""
+
+    method: str
+    lr: float
+
+
+def configs(family: str, lrs: Sequence[float]) -> list[Config]:
+    """Every configuration of ``family``: variants x learning rates (default first)."""
+    return [Config(m, float(lr)) for lr in lrs for m in variants(family)]
+
+
+def default(family: str, lrs: Sequence[float]) -> Config:
+    return configs(family, lrs)[0]
+
+
+def _val_error(row: pd.Series) -> float:
+    val = row.get("val")
+    if row.get("status") != "ok" or not isinstance(val, dict):
+        return math.inf  # a configuration that diverged is never chosen
+    v = val.get("mean_error")
+    return math.inf if v is None or not math.isfinite(v) else float(v)
+
+
+def choose(runs: pd.DataFrame, family: str, lrs: Sequence[float], seeds: Sequence[int]
+           ) -> tuple[Config, pd.DataFrame] | None:
+    """The configuration of ``family`` with the lowest mean validation error over ``seeds``.
+
+    ``runs`` holds the tuning records of ONE table (columns ``method``, ``lr``, ``seed``,
+    ``status``, ``val``; see :func:`mtvae.experiments.load_results` with ``status="all"``).
+    Returns ``None`` until every configuration has a record for every seed; otherwise the
+    choice and the table of mean validation errors (ties go to the earlier configuration,
+    so the default wins a tie). Only the ``val`` scores are read.
+    """
+    rows = []
+    for cfg in configs(family, lrs):
+        sub = runs[(runs.method == cfg.method) & (runs.lr == cfg.lr) & runs.seed.isin(seeds)]
+        if sub.seed.nunique() < len(seeds):
+            return None
+        errors = [_val_error(r) for _, r in sub.iterrows()]
+        rows.append({"method": cfg.method, "lr": cfg.lr,
+                     "val_error": sum(errors) / len(errors)})
+    table = pd.DataFrame(rows)
+    best = int(table.val_error.to_numpy().argmin())
+    return Config(str(table.method[best]), float(table.lr[best])), table
