@@ -15,6 +15,8 @@ column per method, lower is better unless told otherwise.
 * :func:`wilcoxon_holm` compares every method with one reference by the Wilcoxon
   signed-rank test over blocks and corrects the p-values with Holm's step-down procedure
   (:func:`holm`).
+* :func:`holm_adjust` corrects a declared family of primary comparisons ``{name: p}``
+  (statsmodels' Holm) and says which are rejected.
 * :func:`paired_comparison` is the per-seed view used inside one setting: each method against
   a reference run with the same seed (same data, mask and initialisation), as mean gain, its
   spread and the number of seeds won.
@@ -28,7 +30,7 @@ blocks or methods raise :class:`~mtvae.errors.MTVAEError` naming the fix.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,6 +166,30 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     out = np.empty(m)
     out[order] = adjusted
     return out
+
+
+def holm_adjust(p_values: Mapping[str, float], alpha: float = 0.05) -> pd.DataFrame:
+    """Holm-adjust a declared family of primary comparisons ``{name: p-value}``.
+
+    One row per comparison, in the given order: ``p_value``, ``p_holm`` (statsmodels'
+    ``multipletests(method="holm")``, equal to :func:`holm`) and ``reject`` at ``alpha``
+    (family-wise error rate). Declare the family before looking at the results: every
+    comparison the text reads as a verdict belongs in it.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    if not p_values:
+        raise MTVAEError("no comparisons given; pass {comparison name: p-value}")
+    if not 0 < alpha < 1:
+        raise MTVAEError(f"alpha must be in (0, 1), got {alpha!r}")
+    names = list(p_values)
+    p = np.array([p_values[n] for n in names], dtype=float)
+    if np.isnan(p).any() or np.any((p < 0) | (p > 1)):
+        bad = [n for n, v in zip(names, p, strict=True) if not 0 <= v <= 1]
+        raise MTVAEError(f"p-values must be numbers in [0, 1]; {bad} are not")
+    reject, adjusted, _, _ = multipletests(p, alpha=alpha, method="holm")
+    return pd.DataFrame({"p_value": p, "p_holm": adjusted, "reject": reject.astype(bool)},
+                        index=pd.Index(names, name="comparison"))
 
 
 def wilcoxon_holm(table: pd.DataFrame, reference: str, alpha: float = 0.05,

@@ -20,6 +20,7 @@ from mtvae.stats import (
     friedman,
     friedman_from_ranks,
     holm,
+    holm_adjust,
     iman_davenport,
     nemenyi_cd,
     rank_table,
@@ -152,3 +153,19 @@ def test_cd_diagram_groups_methods_closer_than_cd():
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "CD = 1.25" in texts and "C4.5+m+cf (1.96)" in texts
     assert len(fig.axes[0].collections) >= 3
+
+
+def test_holm_adjust_on_a_declared_family():
+    family = {"imtl-g vs tuned sum": 0.01, "mgda vs tuned sum": 0.04,
+              "pcgrad vs tuned sum": 0.03, "nash vs tuned sum": 0.005}
+    out = holm_adjust(family)
+    assert list(out.index) == list(family)  # the declared order is kept
+    # by hand: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, max(0.04*1, 0.06) = 0.06
+    assert out.p_holm.tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert out.p_holm.tolist() == pytest.approx(holm(list(family.values())).tolist())
+    assert out.reject.tolist() == [True, False, False, True]
+    assert holm_adjust(family, alpha=0.01).reject.tolist() == [False] * 4
+    with pytest.raises(MTVAEError, match=r"\['b'\] are not"):
+        holm_adjust({"a": 0.1, "b": 1.5})
+    with pytest.raises(MTVAEError, match="no comparisons"):
+        holm_adjust({})
