@@ -16,8 +16,17 @@ Everything works in MODEL SPACE (see the tabular contract, "Scaling"):
 
 ``log_prob`` is closed form and returns model-space log-densities; for ``pos`` it differs
 from the density in original units by the Jacobian ``log x + log scale`` (tested).
-``impute`` follows the reference protocol: the Normal's mean, the LogNormal's MODE in
-original units, floor of the Poisson rate, p >= 0.5, the most likely category.
+``impute`` gives a point value per cell with one of two ``estimator`` (:data:`ESTIMATORS`):
+
+* ``"mean"`` (the default) -- the predictive MEAN where a feature is scored by RMSE: the
+  Normal's mean, the LogNormal's mean ``exp(mu + sigma^2 / 2)`` in ORIGINAL units, the
+  Poisson rate (the negative binomial's mean), never rounded;
+* ``"mode"`` -- the reference protocol of Javaloy et al. / HI-VAE, kept as an ablation: the
+  Normal's mean, the LogNormal's MODE ``exp(mu - sigma^2)`` in original units, the floor of
+  the Poisson rate (of the negative binomial's mean).
+
+Nominal features are scored by error rate, so bin (p >= 0.5) and cat (most likely category)
+impute the mode under both estimators.
 ``initial_bias`` gives the raw parameters at the column's training marginal, where the
 decoder's output biases start.
 """
@@ -43,6 +52,19 @@ MIN_SCALE = 1e-3
 """Lower bound on Normal scales (model space) so densities cannot run off to infinity."""
 MIN_RATE = 1e-6
 """Lower bound on Poisson rates so that log(rate) stays finite."""
+ESTIMATORS = ("mean", "mode")
+"""Point estimators of :meth:`Head.impute`: the predictive mean, or the reference's mode."""
+
+
+def check_estimator(estimator: object) -> str:
+    """``estimator`` if it is one of :data:`ESTIMATORS`; otherwise a clear error."""
+    if estimator not in ESTIMATORS:
+        raise MTVAEError(
+            f"unknown estimator {estimator!r}; valid estimators are: mean (the predictive "
+            "mean: LogNormal mean, Poisson rate; the default), mode (the reference's "
+            "LogNormal mode and floor of the rate, an ablation)"
+        )
+    return str(estimator)
 
 
 class Head:
@@ -66,8 +88,9 @@ class Head:
         """The same model as a :mod:`torch.distributions` object over model-space values."""
         raise NotImplementedError
 
-    def impute(self, params: Tensor) -> Tensor:
-        """The reference imputation of each row, in model space: shape ``[B]``."""
+    def impute(self, params: Tensor, estimator: str = "mean") -> Tensor:
+        """The point imputation of each row in model space, shape ``[B]``: the predictive
+        ``"mean"`` or the reference's ``"mode"`` (see the module docstring)."""
         raise NotImplementedError
 
     def initial_bias(self, marginal: Marginal) -> Tensor:
@@ -101,8 +124,9 @@ class NormalHead(Head):
     def distribution(self, params: Tensor) -> D.Distribution:
         return D.Normal(*self.loc_scale(params))
 
-    def impute(self, params: Tensor) -> Tensor:
-        return self.loc_scale(params)[0]
+    def impute(self, params: Tensor, estimator: str = "mean") -> Tensor:
+        check_estimator(estimator)
+        return self.loc_scale(params)[0]  # a Normal's mean and mode coincide
 
     def initial_bias(self, marginal: Marginal) -> Tensor:
         std = math.sqrt(max(marginal.var, 0.0)) if marginal.n else 1.0
@@ -114,7 +138,7 @@ class LogNormalHead(NormalHead):
 
     Args:
         scale: the scaler's scale of this column (std of log x on the training split); the
-            mode in original units depends on it, see :meth:`impute`.
+            mean and the mode in original units depend on it, see :meth:`impute`.
     """
 
     type = "pos"
@@ -125,13 +149,19 @@ class LogNormalHead(NormalHead):
             raise MTVAEError(f"a 'pos' head needs the column's scaler scale > 0, got {scale!r}")
         self.scale = float(scale)
 
-    def impute(self, params: Tensor) -> Tensor:
-        """The LogNormal mode exp(mu - sigma^2), mapped back into model space.
+    def impute(self, params: Tensor, estimator: str = "mean") -> Tensor:
+        """The LogNormal mean exp(mu + sigma^2 / 2) (``"mean"``) or mode exp(mu - sigma^2)
+        (``"mode"``) in ORIGINAL units, mapped back into model space.
 
-        With the column's (shift, scale), mu = shift + scale * loc and sigma = scale * s, so
-        (log mode - shift) / scale = loc - scale * s^2.
+        Model space holds m = (log x - shift) / scale and the head is Normal(loc, s) on m, so
+        in original units log x ~ Normal(mu, sigma) with mu = shift + scale * loc and
+        sigma = scale * s. The scaler's inverse maps a model value v to exp(shift + scale * v),
+        so the mean is v = (log mean - shift) / scale = loc + scale * s^2 / 2 and the mode
+        v = loc - scale * s^2.
         """
         loc, s = self.loc_scale(params)
+        if check_estimator(estimator) == "mean":
+            return loc + 0.5 * self.scale * s.square()
         return loc - self.scale * s.square()
 
 
@@ -152,8 +182,11 @@ class PoissonHead(Head):
     def distribution(self, params: Tensor) -> D.Distribution:
         return D.Poisson(self.rate(params))
 
-    def impute(self, params: Tensor) -> Tensor:
-        return self.rate(params).floor()
+    def impute(self, params: Tensor, estimator: str = "mean") -> Tensor:
+        """The rate (the mean, ``"mean"``) or its floor (``"mode"``); counts are not scaled,
+        so model space is the count itself."""
+        rate = self.rate(params)
+        return rate if check_estimator(estimator) == "mean" else rate.floor()
 
     def initial_bias(self, marginal: Marginal) -> Tensor:
         return torch.tensor([softplus_inverse(max(marginal.mean, 1e-2))])
@@ -166,7 +199,7 @@ class NegativeBinomialHead(Head):
     For overdispersed counts (variance far above the mean) a Poisson pays about
     ``(var/mean - 1) / 2`` nats per cell for its wrong variance (see
     :mod:`mtvae.data.marginals`); the negative binomial learns the dispersion instead.
-    Imputes the floor of the mean, as the Poisson head does.
+    Imputes the mean (``"mean"``) or its floor (``"mode"``), as the Poisson head does.
     """
 
     n_params = 2
@@ -186,8 +219,9 @@ class NegativeBinomialHead(Head):
         mean, r = self.mean_count(params)
         return D.NegativeBinomial(total_count=r, probs=mean / (mean + r))
 
-    def impute(self, params: Tensor) -> Tensor:
-        return self.mean_count(params)[0].floor()
+    def impute(self, params: Tensor, estimator: str = "mean") -> Tensor:
+        mean = self.mean_count(params)[0]
+        return mean if check_estimator(estimator) == "mean" else mean.floor()
 
     def initial_bias(self, marginal: Marginal) -> Tensor:
         mean = max(marginal.mean, 1e-2)
@@ -210,8 +244,9 @@ class BernoulliHead(Head):
         self._check(params)
         return D.Bernoulli(logits=params[:, 0])
 
-    def impute(self, params: Tensor) -> Tensor:
+    def impute(self, params: Tensor, estimator: str = "mean") -> Tensor:
         self._check(params)
+        check_estimator(estimator)  # scored by error rate: the mode under both estimators
         return (params[:, 0] >= 0).to(params.dtype)  # p >= 0.5  <=>  logit >= 0
 
     def initial_bias(self, marginal: Marginal) -> Tensor:
@@ -242,8 +277,9 @@ class CategoricalHead(Head):
         self._check(params)
         return D.Categorical(logits=params)
 
-    def impute(self, params: Tensor) -> Tensor:
+    def impute(self, params: Tensor, estimator: str = "mean") -> Tensor:
         self._check(params)
+        check_estimator(estimator)  # scored by error rate: the mode under both estimators
         return params.argmax(-1).to(params.dtype)
 
     def initial_bias(self, marginal: Marginal) -> Tensor:

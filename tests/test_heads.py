@@ -56,7 +56,7 @@ def test_lognormal_impute_is_the_mode_in_original_units():
     s = torch.nn.functional.softplus(params[:, 1]) + 1e-3
     mu, sigma = shift + col_scale * params[:, 0], col_scale * s
     mode_orig = torch.exp(mu - sigma.square())
-    imputed_orig = torch.exp(shift + col_scale * head.impute(params))  # scaler.inverse
+    imputed_orig = torch.exp(shift + col_scale * head.impute(params, "mode"))  # scaler.inverse
     torch.testing.assert_close(imputed_orig, mode_orig)
     # Numerically the mode maximises the LogNormal density in original units.
     for i in range(2):
@@ -65,15 +65,53 @@ def test_lognormal_impute_is_the_mode_in_original_units():
         torch.testing.assert_close(grid[dens.argmax()], mode_orig[i], rtol=2e-4, atol=0)
 
 
+def test_lognormal_mean_estimator_is_the_mean_in_original_units():
+    """Hand example: loc 0.4, s = 0.5 (raw = softplus^-1(0.5 - 1e-3)), column (shift, scale)
+    = (1.0, 2.0), so log x ~ N(1 + 2 * 0.4, 2 * 0.5) = N(1.8, 1): mean exp(1.8 + 1/2) =
+    exp(2.3), mode exp(1.8 - 1) = exp(0.8)."""
+    from mtvae.heads import softplus_inverse
+
+    shift, col_scale = 1.0, 2.0
+    head = LogNormalHead(scale=col_scale)
+    params = torch.tensor([[0.4, softplus_inverse(0.5 - 1e-3)]], dtype=torch.float64)
+    orig = {e: torch.exp(shift + col_scale * head.impute(params, e)) for e in ("mean", "mode")}
+    torch.testing.assert_close(orig["mean"], torch.tensor([math.exp(2.3)], dtype=torch.float64))
+    torch.testing.assert_close(orig["mode"], torch.tensor([math.exp(0.8)], dtype=torch.float64))
+    torch.testing.assert_close(head.impute(params), head.impute(params, "mean"))  # default
+    # and it is torch's LogNormal mean, for random parameters too
+    params = _params(2, seed=4)
+    loc, s = params[:, 0], torch.nn.functional.softplus(params[:, 1]) + 1e-3
+    reference = D.LogNormal(shift + col_scale * loc, col_scale * s).mean
+    torch.testing.assert_close(torch.exp(shift + col_scale * head.impute(params)), reference)
+
+
+def test_estimator_leaves_nominal_and_real_heads_alone_and_is_checked():
+    params = _params(2, seed=6)
+    torch.testing.assert_close(NormalHead().impute(params, "mean"),
+                               NormalHead().impute(params, "mode"))
+    logits = _params(1, seed=7)
+    torch.testing.assert_close(BernoulliHead().impute(logits, "mean"),
+                               (logits[:, 0] >= 0).double())
+    cat = _params(3, seed=8)
+    torch.testing.assert_close(CategoricalHead(3).impute(cat, "mean"), cat.argmax(-1).double())
+    for head, p in ((NormalHead(), params), (PoissonHead(), logits), (BernoulliHead(), logits)):
+        with pytest.raises(MTVAEError, match="unknown estimator 'median'; valid estimators"):
+            head.impute(p, "median")
+
+
 def test_poisson_log_prob_and_impute():
     head = PoissonHead()
     params = _params(1, seed=2)
     x = torch.randint(0, 12, (B,)).double()
     rate = torch.nn.functional.softplus(params[:, 0]) + 1e-6
     torch.testing.assert_close(head.log_prob(params, x), D.Poisson(rate).log_prob(x))
-    torch.testing.assert_close(head.impute(params), rate.floor())
+    torch.testing.assert_close(head.impute(params), rate)  # the mean: the rate, unrounded
+    torch.testing.assert_close(head.impute(params, "mode"), rate.floor())
     raw = torch.log(torch.expm1(torch.tensor([[2.7], [0.3]], dtype=torch.float64)))
-    torch.testing.assert_close(head.impute(raw), torch.tensor([2.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(head.impute(raw, "mode"),
+                               torch.tensor([2.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(head.impute(raw), torch.tensor([2.7, 0.3], dtype=torch.float64)
+                               + 1e-6)
 
 
 def test_bernoulli_log_prob_and_impute():
@@ -143,7 +181,8 @@ def test_negative_binomial_log_prob_impute_and_distribution():
     reference = D.NegativeBinomial(total_count=r, probs=mean / (mean + r))
     torch.testing.assert_close(head.log_prob(params, x), reference.log_prob(x))
     torch.testing.assert_close(head.distribution(params).mean, mean)
-    torch.testing.assert_close(head.impute(params), mean.floor())
+    torch.testing.assert_close(head.impute(params), mean)
+    torch.testing.assert_close(head.impute(params, "mode"), mean.floor())
     assert make_head(Feature("v", "count"), count="negbin").n_params == 2
 
 

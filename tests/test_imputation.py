@@ -103,20 +103,29 @@ def test_mean_baseline_hand_example():
     assert isinstance(imputer, MeanImputer)
     fill_orig = data.info["scaler"].inverse(imputer.values[None])[0]
     # real: mean(1, 3, 5) = 3; pos: mean(2, 4, 6) = 4 (original units, not the log mean);
-    # count: round(mean(1, 2, 2)) = 2; bin: mode(1, 0, 0) = 0; cat: mode(2, 2, 0, 1) = 2.
-    torch.testing.assert_close(fill_orig, torch.tensor([3.0, 4.0, 2.0, 0.0, 2.0]))
+    # count: mean(1, 2, 2) = 5/3 (the mean estimator does not round); bin: mode(1, 0, 0) = 0;
+    # cat: mode(2, 2, 0, 1) = 2.
+    torch.testing.assert_close(fill_orig, torch.tensor([3.0, 4.0, 5 / 3, 0.0, 2.0]))
     imp = imputer.impute(data.test)
     observed = data.test.tensors["mask"] > 0
     torch.testing.assert_close(imp[observed], data.test.x[observed])
     torch.testing.assert_close(imputer(data.test.tensors), imp)
+    # the old baseline (estimator="mode") rounds the count: round(5/3) = 2
+    old = imputer.impute(data.test, estimator="mode")
+    torch.testing.assert_close(old[~observed], imp[~observed].where(
+        torch.arange(5).expand_as(imp)[~observed] != 2, torch.tensor(2.0)))
+    # reconstruct: the fill everywhere, observed cells included
+    full = imputer.impute(data.test, reconstruct=True)
+    torch.testing.assert_close(full, imputer.values.expand_as(full))
 
 
 def test_evaluate_imputation_mean_baseline_hand_example():
     data = _hand_dataset()
-    result = evaluate_imputation("mean", data, split="test")
+    # The old baseline (estimator="mode", counts rounded): real: 4 vs 3 over range 10;
+    # pos: 8 vs 4 over 20; count: 3 vs round(5/3) = 2 over 7; bin: (1 vs 0, 0 vs 0) -> 1/2;
+    # cat: 1 vs 2 -> 1.
+    result = evaluate_imputation("mean", data, split="test", estimator="mode")
     errors = result["errors"]
-    # real: 4 vs 3 over range 10; pos: 8 vs 4 over 20; count: 3 vs 2 over 7;
-    # bin: (1 vs 0, 0 vs 0) -> 1/2; cat: 1 vs 2 -> 1.
     expected = {"r": 0.1, "p": 0.2, "n": 1 / 7, "b": 0.5, "c": 1.0}
     for name, value in expected.items():
         assert errors[name] == pytest.approx(value, rel=1e-5), name
@@ -124,6 +133,12 @@ def test_evaluate_imputation_mean_baseline_hand_example():
     assert result["nominal"] == pytest.approx(0.75)
     assert result["mean"] == pytest.approx(0.38857142857142857, rel=1e-5)
     assert result["n_scored"] == 6
+    assert (result["cells"], result["estimator"]) == ("missing", "mode")
+    # The default, the mean estimator: count 3 vs 5/3 over 7; everything else as above.
+    errors = evaluate_imputation("mean", data, split="test")["errors"]
+    assert errors["n"] == pytest.approx((3 - 5 / 3) / 7, rel=1e-5)
+    for name in ("r", "p", "b", "c"):
+        assert errors[name] == pytest.approx(expected[name], rel=1e-5), name
     with pytest.raises(MTVAEError, match="valid splits"):
         evaluate_imputation("mean", data, split="holdout")
     with pytest.raises(MTVAEError, match="valid baselines"):

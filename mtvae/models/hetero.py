@@ -30,7 +30,7 @@ from mtvae.data.base import Split
 from mtvae.data.schema import Schema
 from mtvae.divergences import kl_std_normal
 from mtvae.errors import MTVAEError, check_choice, check_positive
-from mtvae.heads import COUNT_LIKELIHOODS, Head, make_head
+from mtvae.heads import COUNT_LIKELIHOODS, Head, check_estimator, make_head
 from mtvae.nets import Dropout, mlp
 from mtvae.terms import Terms
 
@@ -65,7 +65,8 @@ class HeteroVAE(nn.Module):
         beta: weight on the KL term; 1 gives the ELBO.
         dropout: dropout rate on the encoder input.
         scaler: the dataset's ``TabularScaler``; its per-column ``scale`` is needed by the
-            ``pos`` heads to impute the LogNormal mode (``None``: scale 1 everywhere), and
+            ``pos`` heads to impute the LogNormal mean or mode in original units (``None``:
+            scale 1 everywhere), and
             its ``marginals`` (the training split's per-column statistics) set each head's
             output bias so the heads start at the column's marginal (a Poisson at the
             training mean, a Normal at the standardised moments, ...).
@@ -242,22 +243,39 @@ class HeteroVAE(nn.Module):
         else:
             yield dict(data)
 
-    def impute(self, data: Mapping[str, Tensor] | Split, batch_size: int = 1000) -> Tensor:
+    def impute(
+        self,
+        data: Mapping[str, Tensor] | Split,
+        batch_size: int = 1000,
+        *,
+        estimator: str = "mean",
+        reconstruct: bool = False,
+    ) -> Tensor:
         """Every cell imputed in model space, ``[N, D]``: z = posterior mean, then each
-        head's reference imputation; observed cells keep their observed values.
+        head's point estimate (:meth:`mtvae.heads.Head.impute`).
+
+        Args:
+            estimator: ``"mean"`` (the predictive mean: LogNormal mean in original units,
+                Poisson rate, unrounded; the default) or ``"mode"`` (the reference's
+                LogNormal mode and floor of the rate; the old behaviour, an ablation).
+                Nominal features get the most likely value under both.
+            reconstruct: ``False`` (the default): observed cells keep their observed values
+                and only the other cells are predicted. ``True``: every cell is the
+                model's prediction, observed ones included (reconstruction of the observed
+                cells from the same observed input, the anchor paper's protocol).
 
         Runs in eval mode without gradients; never reads ``x`` at cells with mask 0.
         """
+        check_estimator(estimator)
         out = []
         with _evaluating(self):
             for batch in self._batches(data, batch_size):
                 x, obs = self._observed(batch)
                 loc, _ = self._posterior(x, obs)
                 params = self.decode(loc)
-                imp = torch.stack(
-                    [lik.impute(p) for lik, p in zip(self.likelihoods, params, strict=True)], 1
-                )
-                out.append(torch.where(obs, x, imp.to(x.dtype)))
+                imp = torch.stack([lik.impute(p, estimator) for lik, p in zip(
+                    self.likelihoods, params, strict=True)], 1).to(x.dtype)
+                out.append(imp if reconstruct else torch.where(obs, x, imp))
         return torch.cat(out)
 
     def feature_log_likelihood(
