@@ -60,7 +60,7 @@ def test_elbo_matches_a_monte_carlo_estimate():
     torch.manual_seed(0)
     n = 20_000
     with torch.no_grad():
-        log_px, kl = zip(*(m.elbo_parts(x, y) for _ in range(200)))
+        log_px, kl = zip(*(m.elbo_parts(x, y) for _ in range(200)), strict=True)
         analytic = torch.stack(log_px) - torch.stack(kl)  # [200, B]: one sample each
         lw = m.log_weights(x, y, k=n, chunk=5000)  # [n, B]
         nelbo = torch.stack([m.loss_terms({"x": x, "y": y}).stats["nelbo"]
@@ -112,7 +112,7 @@ def test_other_bad_inputs():
     with pytest.raises(MTVAEError, match="unlabelled"):
         m.loss_terms({"x": torch.zeros(2, 1, 8, 8), "y": torch.tensor([1, 2]),
                       "labelled": torch.tensor([1.0, 0.0])})
-    with pytest.raises(MTVAEError, match="0..9"):
+    with pytest.raises(MTVAEError, match=r"0\.\.9"):
         m.sample([3, 12])
     with pytest.raises(MTVAEError, match="positive integer"):
         m.sample(3, n=0)

@@ -87,3 +87,32 @@ def test_objective_has_exactly_the_expected_terms(poe_unimodal):
     # -ELBO(joint) - sum_m ELBO_m, nothing more
     assert float(terms.total().detach()) == pytest.approx(total, rel=1e-5)
     assert set(terms.tasks) == set(MODALITIES) and set(terms.regularizers) == {"kl"}
+
+
+def test_modality_weights_scale_only_their_task():
+    plain, _, batch = _setup(True)
+    weighted, _, _ = _setup(True)
+    weighted.modality_weights["label"] = 50.0
+    eps = torch.randn(4 * B * D)
+    runs = []
+    for model in (plain, weighted):
+        with rng.using(rng.NoiseBank(eps, torch.zeros(0))):
+            runs.append(model.loss_terms(batch))
+    a, b = runs
+    assert float(b.tasks["label"].detach()) == pytest.approx(50 * float(a.tasks["label"]
+                                                                       .detach()), rel=1e-6)
+    for m in ("mnist", "digit"):
+        assert torch.equal(a.tasks[m], b.tasks[m])
+    assert torch.equal(a.regularizers["kl"], b.regularizers["kl"])
+    assert torch.equal(a.stats["nelbo"], b.stats["nelbo"])  # the ELBO itself is unweighted
+
+
+def test_bad_modality_weights():
+    from mtvae.errors import MTVAEError
+
+    with pytest.raises(MTVAEError, match=r"unknown modalities \['text'\]"):
+        MultimodalVAE(D, "poe", hidden=16, modality_weights={"text": 2.0})
+    with pytest.raises(MTVAEError, match="label"):
+        MultimodalVAE(D, "poe", hidden=16, modality_weights={"label": -1.0})
+    w = MultimodalVAE(D, "moe", hidden=16, modality_weights={"label": 5.0}).modality_weights
+    assert w == {"mnist": 1.0, "digit": 1.0, "label": 5.0}

@@ -11,4 +11,5 @@ from mtvae.models.prior import CodePrior
 from mtvae.models.vae import VAE
 from mtvae.models.vqvae import VQVAE
 
-__all__ = ["VAE", "VQVAE", "CapacityVAE", "Classifier", "ConditionalVAE", "CodePrior", "HeteroVAE"]
+__all__ = ["VAE", "VQVAE", "CapacityVAE", "Classifier", "CodePrior", "ConditionalVAE",
+           "HeteroVAE"]
