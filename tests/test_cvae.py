@@ -159,3 +159,20 @@ def test_fit_stacked_trains_two_members_like_single_runs(digits):
         # the member's restored best state scores what its record says, as a single model
         assert model.training is False
     assert results[0].history != results[1].history
+
+
+def test_marginal_bound_sits_between_the_label_elbos():
+    """log (1/C) sum_y exp ELBO(x, y) lies in [ELBO(x, y) - log C, max_y ELBO(x, y)]."""
+    m = _model(2).eval()
+    x = torch.rand(3, 1, 8, 8).bernoulli()
+    rng_state = torch.get_rng_state()
+    per_label = torch.stack([m.elbo(x, c, samples=4) for c in range(10)])
+    torch.set_rng_state(rng_state)  # the same draws, label by label
+    marginal = m.marginal_elbo(x, samples=4)
+    assert torch.allclose(marginal, torch.logsumexp(per_label, 0) - math.log(10))
+    assert bool((marginal <= per_label.max(0).values + 1e-5).all())
+    assert bool((marginal >= per_label - math.log(10) - 1e-5).all())
+    # elbo with one label for the whole batch = elbo with that label per row
+    torch.set_rng_state(rng_state)
+    one = m.elbo(x, 0, samples=4)
+    assert torch.allclose(one, per_label[0])

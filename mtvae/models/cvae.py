@@ -178,6 +178,29 @@ class ConditionalVAE(nn.Module):
         z = loc + scale * rng.randn_like(scale)
         return self.likelihood.log_prob(self.decode(z, y), x), kl_std_normal(loc, scale).sum(-1)
 
+    def elbo(self, x: Tensor, y: Tensor | int | Sequence[int], samples: int = 1) -> Tensor:
+        """ELBO(x, y) per example (analytic KL, ``samples`` draws of z): a lower bound on
+        log p(x | y), ``[B]``."""
+        onehot = self.one_hot(y)
+        if len(onehot) == 1 and len(x) > 1:
+            onehot = onehot.expand(len(x), -1)
+        loc, scale = self.encode(x, onehot)
+        rec = torch.stack([self.likelihood.log_prob(
+            self.decode(loc + scale * rng.randn_like(scale), onehot), x)
+            for _ in range(samples)]).mean(0)
+        return rec - kl_std_normal(loc, scale).sum(-1)
+
+    def marginal_elbo(self, x: Tensor, samples: int = 1) -> Tensor:
+        """log (1/C) sum_y exp ELBO(x, y) per example: a lower bound on log p(x) under a
+        uniform label prior, comparable with an unconditional VAE's ELBO (``[B]``).
+
+        Since ELBO(x, y) ≤ log p(x | y), the sum is ≤ sum_y p(y) p(x | y) = p(x). With
+        Monte-Carlo ELBOs the bound holds in expectation up to the small upward bias of a
+        log-sum-exp of noisy terms (use more ``samples`` to shrink it).
+        """
+        per_label = torch.stack([self.elbo(x, c, samples) for c in range(self.n_classes)])
+        return torch.logsumexp(per_label, 0) - math.log(self.n_classes)
+
     def log_weights(self, x: Tensor, y: Tensor, k: int, chunk: int | None = None) -> Tensor:
         """Importance log-weights log p(x, z | y) - log q(z | x, y) for k samples: ``[k, B]``.
 
