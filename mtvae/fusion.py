@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mtvae import rng
 from mtvae.divergences import kl_std_normal
 from mtvae.errors import MTVAEError
 
@@ -83,8 +84,11 @@ class Posterior:
         return self.loc.shape[0]
 
     def rsample(self) -> Tensor:
-        """Stratified reparameterised samples, one per component: ``[K, B, D]``."""
-        return self.loc + self.scale * torch.randn_like(self.scale)
+        """Stratified reparameterised samples, one per component: ``[K, B, D]``.
+
+        The noise comes from :mod:`mtvae.rng` (``torch.randn_like`` outside a stacked run).
+        """
+        return self.loc + self.scale * rng.randn_like(self.scale)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """One sample of the mixture per example (a uniformly drawn component): ``[B, D]``."""

@@ -64,10 +64,14 @@ class MultimodalVAE(nn.Module):
             use ``hidden // 2`` and the label networks ``hidden // 4`` (one hidden layer).
         beta: weight on the KL regulariser (1 gives the ELBO).
         poe_unimodal: with ``fusion="poe"``, add the unimodal ELBOs (MVAE); ignored otherwise.
+        modality_weights: weight of each modality's reconstruction task (missing ones 1), the
+            knob of a tuned plain sum (MVAE trains MNIST with the label weighted 50). The
+            ``nelbo`` stat stays unweighted, so runs with different weights compare.
     """
 
     def __init__(self, latent_dim: int = 20, fusion: str = "poe", hidden: int = 256,
-                 beta: float = 1.0, poe_unimodal: bool = True) -> None:
+                 beta: float = 1.0, poe_unimodal: bool = True,
+                 modality_weights: Mapping[str, float] | None = None) -> None:
         super().__init__()
         check_choice("fusion", fusion, FUSIONS)
         for name, value in (("latent_dim", latent_dim), ("hidden", hidden)):
@@ -76,6 +80,14 @@ class MultimodalVAE(nn.Module):
         check_positive("beta", beta, allow_zero=True)
         self.latent_dim, self.fusion, self.beta = latent_dim, fusion, float(beta)
         self.poe_unimodal = bool(poe_unimodal) and fusion == "poe"
+        weights = dict(modality_weights or {})
+        unknown = sorted(set(weights) - set(MODALITIES))
+        if unknown:
+            raise MTVAEError(f"modality_weights names unknown modalities {unknown}; the "
+                             f"modalities are {', '.join(MODALITIES)}")
+        for m, w in weights.items():
+            check_positive(f"modality_weights[{m!r}]", w)
+        self.modality_weights = {m: float(weights.get(m, 1.0)) for m in MODALITIES}
         d, h = latent_dim, hidden
         sizes = {"mnist": (784, [h, h]), "digit": (64, [h // 2]), "label": (N_CLASSES, [h // 4])}
         self.encoders = nn.ModuleDict(
@@ -157,6 +169,8 @@ class MultimodalVAE(nn.Module):
             tasks[m] = nll.sum() if self.poe_unimodal else nll.mean()
         kl = torch.stack(kls).sum()
         stats = {"kl": kl.detach(), "nelbo": (sum(tasks.values()) + kl).detach()}
+        tasks = {m: t * self.modality_weights[m] if self.modality_weights[m] != 1.0 else t
+                 for m, t in tasks.items()}
         return Terms(tasks=tasks, regularizers={"kl": self.beta * kl}, shared=z,
                      stats=stats, task_inputs=copies)
 

@@ -30,7 +30,7 @@ from mtvae.probes import linear_probe
 from mtvae.profiles import AuxStudy
 from mtvae.results import cache_dir, cached_run, run_id
 from mtvae.studies.base import ChapterStudy, binarized_images
-from mtvae.train import fit
+from mtvae.train import FitResult, fit
 
 DATASETS = ("mnist5k", "shapes")
 PLAIN = "plain + probe"
@@ -87,7 +87,13 @@ class Study(ChapterStudy):
         return cached_run(self.grid, "aux", record_cfg, lambda: self._compute(cfg),
                           device=self.device)
 
-    def _compute(self, cfg: dict[str, Any]) -> dict[str, Any]:
+    def model(self, dataset: str, method: str, seed: int, fraction: float = 1.0
+              ) -> tuple[VAE, FitResult]:
+        """The trained model of a run (loaded from its checkpoint when it exists)."""
+        return self._trained(self.config(dataset, method, seed,
+                                         None if method == PLAIN else fraction))
+
+    def _trained(self, cfg: dict[str, Any]) -> tuple[VAE, FitResult]:
         base = self.data(cfg["dataset"])
         heads, targets = self.heads(cfg["dataset"])
         plain = cfg["method"] == PLAIN
@@ -98,12 +104,19 @@ class Study(ChapterStudy):
                       MultitaskVAE(base.x_shape, cfg["latent_dim"], heads=heads, targets=targets,
                                    label_weight=cfg["label_weight"], **opts))  # type: ignore[arg-type]
         ckpt = cache_dir() / self.grid / f"{run_id('aux', cfg)}.pt"
-        cpu0 = time.process_time()
         result = fit(model, data, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                      lr=cfg["lr"], patience=cfg["patience"], seed=cfg["seed"],
                      device=self.device, combiner="sum" if plain else cfg["method"],
                      checkpoint=ckpt, progress=self.progress,
                      desc=f"{cfg['dataset']} {cfg['method']} seed={cfg['seed']}")
+        return model, result
+
+    def _compute(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        base = self.data(cfg["dataset"])
+        _, targets = self.heads(cfg["dataset"])
+        plain = cfg["method"] == PLAIN
+        cpu0 = time.process_time()
+        model, result = self._trained(cfg)
         out: dict[str, Any] = {
             **test_elbo(model, base, cfg["eval_samples"], cfg["seed"]),
             "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
