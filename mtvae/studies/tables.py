@@ -1,0 +1,130 @@
+"""Reading the tables grid (Chapters 3-5): convergence, tuned comparisons, both protocols.
+
+The grid (:func:`mtvae.experiments.grids.tables_grid`) holds three kinds of record: the
+tuning runs (tuning seeds, one missing rate), the evaluation runs (the chosen and the
+default configuration of every family on the evaluation seeds) and the classical
+references. This module turns them into the frames the chapters show and test:
+
+* :func:`convergence` — per (table, rate): the share of runs stopped by patience and the
+  best step against the cap (the "converged by construction" check);
+* :func:`scores` — one row per (table, rate, seed, method) of the corrected protocol, each
+  family at its configuration chosen on validation (the sum as ``"sum (tuned)"``), the
+  references beside them, ready for :mod:`mtvae.comparisons`;
+* :func:`protocols` — the default configurations scored both ways (the anchor paper's
+  observed-cell reconstruction on validation, and the missing test cells), so the effect
+  of the protocol is seen on the same runs;
+* :func:`estimators` — the predictive mean against the anchor's mode estimator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mtvae.errors import MTVAEError
+from mtvae.experiments import load_results
+from mtvae.experiments.grids import tables_choices, tables_families, tables_seeds
+from mtvae.experiments.tuning import default, family_of
+from mtvae.profiles import Profile
+
+TUNED_SUM = "sum (tuned)"
+REFERENCE_NAMES = {"mean": "mean/mode", "knn": "k-NN", "mice": "MICE (Bayesian ridge)",
+                   "missforest": "missForest-style (extra trees)"}
+
+
+def records(profile: Profile, root: str | Path | None = None) -> pd.DataFrame:
+    """Every record of the profile's tables grid (ok and failed), with a ``family`` column."""
+    runs = load_results(f"tables-{profile.name}", root, status="all")
+    runs["family"] = [family_of(m) if isinstance(m, str) else None
+                      for m in runs.get("method", pd.Series([None] * len(runs)))]
+    return runs
+
+
+def _score(cell: Any, key: str = "mean_error") -> float:
+    return float(cell[key]) if isinstance(cell, dict) and cell.get(key) is not None else np.nan
+
+
+def label(family: str) -> str:
+    """The name a family carries in the chapters' tables (the sum is the tuned sum)."""
+    return TUNED_SUM if family == "sum" else family
+
+
+def evaluation(runs: pd.DataFrame, profile: Profile, root: str | Path | None = None
+               ) -> pd.DataFrame:
+    """The evaluation runs of every family at its chosen configuration (one row each)."""
+    t = profile.tables
+    chosen = tables_choices(profile, root)
+    vae = runs[runs.kind == "tables"]
+    parts = []
+    for (ds, fam), cfg in chosen.items():
+        sub = vae[(vae.dataset == ds) & (vae.method == cfg.method) & (vae.lr == cfg.lr)
+                  & vae.seed.isin(tables_seeds(t, ds))].copy()
+        sub["family"] = fam
+        parts.append(sub)
+    if not parts:
+        raise MTVAEError(f"the tables-{profile.name} grid has no finished tuning yet; run "
+                         f"`python -m mtvae grid tables --profile {profile.name}`")
+    return pd.concat(parts, ignore_index=True)
+
+
+def convergence(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (table, rate): runs, share stopped by patience, best step / cap (median, max)."""
+    vae = runs[(runs.kind == "tables") & (runs.status == "ok")].copy()
+    vae["best_share"] = vae.best_step / vae.step_cap
+    g = vae.groupby(["dataset", "missing_rate"])
+    return pd.DataFrame({"runs": g.size(), "stopped_by_patience": g.stopped_early.mean(),
+                         "median_best_step": g.best_step.median(),
+                         "step_cap": g.step_cap.max(),
+                         "max_best_share": g.best_share.max()}).reset_index()
+
+
+def scores(runs: pd.DataFrame, profile: Profile, *, protocol: str = "test",
+           root: str | Path | None = None, references: bool = True) -> pd.DataFrame:
+    """Long frame ``dataset, missing_rate, seed, method, mean_error`` of the corrected
+    protocol: each family at its chosen configuration (named by :func:`label`), plus the
+    references (named by :data:`REFERENCE_NAMES`) when ``references``."""
+    ev = evaluation(runs, profile, root)
+    ev = ev[ev.status == "ok"]
+    out = pd.DataFrame({"dataset": ev.dataset, "missing_rate": ev.missing_rate,
+                        "seed": ev.seed, "method": ev.family.map(label),
+                        "mean_error": ev[protocol].map(_score)})
+    if references:
+        ref = runs[(runs.kind == "reference") & (runs.status == "ok")]
+        out = pd.concat([out, pd.DataFrame({
+            "dataset": ref.dataset, "missing_rate": ref.missing_rate, "seed": ref.seed,
+            "method": ref.imputer.map(REFERENCE_NAMES), "mean_error": ref[protocol].map(_score)})],
+            ignore_index=True)
+    return out.reset_index(drop=True)
+
+
+def protocols(runs: pd.DataFrame, profile: Profile) -> pd.DataFrame:
+    """The default configuration of every family at the tuning rate, scored under both
+    protocols: ``anchor`` (observed validation cells, mode estimator) and ``corrected``
+    (missing test cells, predictive mean). One row per (table, seed, method)."""
+    t = profile.tables
+    rows = []
+    vae = runs[(runs.kind == "tables") & (runs.status == "ok")
+               & (runs.missing_rate == t.tuning_rate)]
+    for ds in t.datasets:
+        for fam in tables_families(t, ds):
+            cfg = default(fam, t.lrs)
+            sub = vae[(vae.dataset == ds) & (vae.method == cfg.method) & (vae.lr == cfg.lr)
+                      & vae.seed.isin(tables_seeds(t, ds))]
+            rows += [{"dataset": ds, "seed": r.seed, "method": fam,
+                      "anchor": _score(r.anchor), "corrected": _score(r.test)}
+                     for r in sub.itertuples()]
+    return pd.DataFrame(rows)
+
+
+def estimators(runs: pd.DataFrame, profile: Profile, root: str | Path | None = None
+               ) -> pd.DataFrame:
+    """Per (table, method): mean test error with the predictive mean and with the mode."""
+    ev = evaluation(runs, profile, root)
+    ev = ev[ev.status == "ok"]
+    frame = pd.DataFrame({"dataset": ev.dataset, "method": ev.family.map(label),
+                          "predictive mean": ev.test.map(_score),
+                          "mode": ev.test_mode.map(_score)})
+    return frame.groupby(["dataset", "method"]).mean().reset_index()

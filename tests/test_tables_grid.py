@@ -1,0 +1,156 @@
+"""The tables grid: equal tuning budgets, selection on validation only, staged blocks."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from mtvae.errors import MTVAEError
+from mtvae.experiments import get_grid, get_kind
+from mtvae.experiments.grids import tables_families
+from mtvae.experiments.runner import parse_where, select
+from mtvae.experiments.spec import Run
+from mtvae.experiments.tuning import choose, configs, default, family_of, variants
+from mtvae.profiles import get_profile
+from mtvae.results import new_record, write_record
+from mtvae.studies import tables as tables_study
+
+
+def test_every_family_gets_the_same_tuning_budget():
+    t = get_profile("full").tables
+    sizes = {fam: len(configs(fam, t.lrs)) for ds in t.datasets
+             for fam in tables_families(t, ds)}
+    assert len(set(sizes.values())) == 1 and next(iter(sizes.values())) == 6
+    assert variants("sum") == ("sum", "sum:initial-loss", "sum:type")
+    assert variants("nsgd+imtl-g") == ("nsgd+imtl-g", "nsgd+imtl-g[crmogm=0.5]",
+                                       "nsgd+imtl-g[crmogm=0.9]")
+    assert variants("pcgrad@parameter-rescaled")[2] == "pcgrad[crmogm=0.9]@parameter-rescaled"
+    assert default("upgrad", t.lrs).method == "upgrad" and default("upgrad", t.lrs).lr == 1e-3
+    assert {family_of(v) for v in variants("gradnorm+pcgrad")} == {"gradnorm+pcgrad"}
+    assert family_of("sum:type") == "sum"
+    with pytest.raises(MTVAEError, match="crmogm"):
+        variants("graddrop")
+
+
+def _tuning_frame(val, test):
+    """Tuning records of one table: ``val[i]`` / ``test[i]`` for config i, two seeds."""
+    rows = []
+    for i, cfg in enumerate(configs("sum", (1e-3, 3e-3))):
+        for seed in (100, 101):
+            rows.append({"method": cfg.method, "lr": cfg.lr, "seed": seed, "status": "ok",
+                         "val": {"mean_error": val[i]}, "test": {"mean_error": test[i]}})
+    return pd.DataFrame(rows)
+
+
+def test_the_choice_reads_validation_only():
+    val = [0.5, 0.4, 0.3, 0.6, 0.2, 0.7]
+    honest = choose(_tuning_frame(val, [0.1] * 6), "sum", (1e-3, 3e-3), (100, 101))
+    adversarial = choose(_tuning_frame(val, [9, 9, 9, 9, 0.0, 9][::-1]), "sum",
+                         (1e-3, 3e-3), (100, 101))
+    assert honest is not None and adversarial is not None
+    assert honest[0] == adversarial[0]
+    assert (honest[0].method, honest[0].lr) == ("sum:initial-loss", 3e-3)  # val 0.2
+    frame = _tuning_frame(val, [0.1] * 6).drop(columns="test")  # no test column at all
+    assert choose(frame, "sum", (1e-3, 3e-3), (100, 101))[0] == honest[0]
+
+
+def test_incomplete_tuning_chooses_nothing_and_a_diverged_config_is_never_chosen():
+    frame = _tuning_frame([0.5, 0.4, 0.3, 0.6, 0.2, 0.7], [0.1] * 6)
+    assert choose(frame.iloc[:-1], "sum", (1e-3, 3e-3), (100, 101)) is None
+    best = (frame.method == "sum:initial-loss") & (frame.lr == 3e-3)
+    frame.loc[best & (frame.seed == 101), "status"] = "failed"
+    picked, table = choose(frame, "sum", (1e-3, 3e-3), (100, 101))
+    assert (picked.method, picked.lr) == ("sum:type", 1e-3)  # the next best, val 0.3
+    failed = table[(table.method == "sum:initial-loss") & (table.lr == 3e-3)].val_error
+    assert math.isinf(float(failed.iloc[0]))
+
+
+def _write_tuning(root, profile, val_of):
+    """Fake ok records for every tuning run of the smoke grid, val error from ``val_of``."""
+    spec = get_grid("tables", profile, root)
+    t = get_profile(profile).tables
+    n = 0
+    for run in spec.runs():
+        c = dict(run.config)
+        if run.kind != "tables" or c["seed"] not in t.tuning_seeds:
+            continue
+        metrics = {"val": {"mean_error": val_of(c)}, "test": {"mean_error": 0.0}}
+        rec = new_record(spec.name, run.kind, c, {"status": "ok", "metrics": metrics},
+                         seconds=0.0, device="cpu")
+        write_record(root / spec.name / f"{run.id}.json", rec)
+        n += 1
+    return n
+
+
+def test_the_evaluation_blocks_appear_once_the_tuning_is_recorded(tmp_path):
+    before = get_grid("tables", "smoke", tmp_path)
+    t = get_profile("smoke").tables
+    assert not [r for r in before.runs() if r.kind == "tables"
+                and r.config["missing_rate"] != t.tuning_rate]
+    # the sum's best validation error is sum:type; every MOO family keeps its default
+    n = _write_tuning(tmp_path, "smoke",
+                      lambda c: 0.1 if c["method"] == "sum:type" else 0.5)
+    assert n == sum(len(configs(f, t.lrs)) * len(t.tuning_seeds)
+                    for ds in t.datasets for f in tables_families(t, ds))
+    after = get_grid("tables", "smoke", tmp_path)
+    chosen = {(r.config["dataset"], r.config["method"]) for r in after.runs()
+              if r.kind == "tables" and r.config["missing_rate"] != t.tuning_rate}
+    assert ("wine", "sum:type") in chosen and ("wine", "sum") not in chosen
+    assert ("wine", "pcgrad") in chosen
+    assert len(after) > len(before)
+
+
+def test_where_selects_runs_and_names_unknown_keys():
+    runs = [Run("tables", {"dataset": "wine", "seed": 0}), Run("tables", {"dataset": "hi",
+                                                                       "seed": 0})]
+    assert select(runs, parse_where(["dataset=wine"])) == runs[:1]
+    assert select(runs, parse_where(["kind=tables", "seed=0"])) == runs
+    with pytest.raises(MTVAEError, match="datset"):
+        select(runs, {"datset": "wine"})
+    with pytest.raises(MTVAEError, match="KEY=VALUE"):
+        parse_where(["wine"])
+
+
+@pytest.mark.slow
+def test_a_tables_run_is_scored_under_both_protocols_and_reports_convergence():
+    spec = get_grid("tables", "smoke")
+    run = next(r for r in spec.runs() if r.kind == "tables" and r.config["method"] == "sum")
+    m = get_kind("tables")(dict(run.config), "cpu")
+    for key in ("test", "val", "test_mode", "anchor"):
+        assert 0 <= m[key]["mean_error"] < 10 and m[key]["n_scored"] > 0
+    assert m["anchor"]["n_scored"] != m["val"]["n_scored"]  # observed vs missing cells
+    assert {"stopped_early", "best_step", "step_cap", "epoch_cap"} <= set(m)
+    assert m["best_step"] <= m["step_cap"]
+    ref = get_kind("reference")(dict(next(r for r in spec.runs() if r.kind == "reference"
+                                          and r.config["imputer"] == "knn").config), "cpu")
+    assert set(ref) == {"test", "val"}
+
+
+def test_the_chapter_frames_from_records(tmp_path):
+    """scores() names the tuned sum and the references; convergence() counts patience."""
+    profile = get_profile("smoke")
+    _write_tuning(tmp_path, "smoke", lambda c: 0.1 if c["method"] == "sum" else 0.5)
+    spec = get_grid("tables", "smoke", tmp_path)
+    for run in spec.runs():
+        c = dict(run.config)
+        metrics = ({"test": {"mean_error": 0.2}, "val": {"mean_error": 0.2}}
+                   if run.kind == "reference" else
+                   {"test": {"mean_error": 0.3 if c["method"] == "sum" else 0.4},
+                    "val": {"mean_error": 0.1 if c["method"] == "sum" else 0.5},
+                    "test_mode": {"mean_error": 0.5}, "anchor": {"mean_error": 0.05},
+                    "stopped_early": c["seed"] != 0, "best_step": 10, "step_cap": 40})
+        path = tmp_path / spec.name / f"{run.id}.json"
+        if not path.exists() or run.kind == "reference" or c["seed"] not in (100,):
+            write_record(path, new_record(spec.name, run.kind, c,
+                                          {"status": "ok", "metrics": metrics},
+                                          seconds=0.0, device="cpu"))
+    runs = tables_study.records(profile, tmp_path)
+    sc = tables_study.scores(runs, profile, root=tmp_path)
+    assert tables_study.TUNED_SUM in set(sc.method) and "k-NN" in set(sc.method)
+    assert sc[sc.method == tables_study.TUNED_SUM].mean_error.eq(0.3).all()
+    conv = tables_study.convergence(runs)
+    assert ((conv.stopped_by_patience > 0) & (conv.stopped_by_patience < 1)).any()
+    prot = tables_study.protocols(runs, profile)
+    assert set(prot.columns) == {"dataset", "seed", "method", "anchor", "corrected"}
+    est = tables_study.estimators(runs, profile, tmp_path)
+    assert (est["mode"] > est["predictive mean"]).all()
