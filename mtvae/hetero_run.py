@@ -171,13 +171,16 @@ def fit_and_score_stacked(cfgs: list[dict[str, Any]], datas: list[Dataset], *, d
                           progress: str = "none", checkpoints: list[Path | None] | None = None,
                           scorer: Scorer = score
                           ) -> list[tuple[dict[str, Any], FitResult] | BaseException]:
-    """:func:`fit_and_score` for runs that differ only in their seed, as one stacked job."""
+    """:func:`fit_and_score` for runs that differ only in their seed (and, within one method
+    family, their method), as one stacked job."""
     models = [build_model(c, d) for c, d in zip(cfgs, datas, strict=True)]
     settings = fit_settings(cfgs[0], datas[0])
     for c, d in zip(cfgs[1:], datas[1:], strict=True):
-        if fit_settings(c, d) != settings:
-            raise MTVAEError("stacked hetero runs must share every training setting; "
-                             f"{c} differs from {cfgs[0]}")
+        own = fit_settings(c, d)
+        if {**own, "combiner": None} != {**settings, "combiner": None}:
+            raise MTVAEError("stacked hetero runs must share every training setting but the "
+                             f"method; {c} differs from {cfgs[0]}")
+    settings["combiner"] = [c["method"] for c in cfgs]
     results = fit_stacked(models, datas, seeds=[c["seed"] for c in cfgs], device=device,
                           checkpoints=checkpoints, progress=progress,
                           desc=f"{cfgs[0]['dataset']} {cfgs[0]['method']}", **settings)

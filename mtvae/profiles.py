@@ -158,8 +158,8 @@ class TablesStudy:
     hidden: int = 100
     depth: int = 3
     batch_size: int = 256
-    steps: int = 8000
-    patience_steps: int = 1000
+    steps: int = 5000
+    patience_steps: int = 400
     val_every_steps: int = 50
     monitor_every: int = 50
 

@@ -154,3 +154,16 @@ def test_the_chapter_frames_from_records(tmp_path):
     assert set(prot.columns) == {"dataset", "seed", "method", "anchor", "corrected"}
     est = tables_study.estimators(runs, profile, tmp_path)
     assert (est["mode"] > est["predictive mean"]).all()
+
+
+def test_the_variants_of_a_family_train_as_one_stack():
+    from mtvae.experiments.runner import make_jobs
+
+    spec = get_grid("tables", "smoke")
+    t = get_profile("smoke").tables
+    tuning = [r for r in spec.runs() if r.kind == "tables" and r.config["seed"] in t.tuning_seeds]
+    jobs = make_jobs(tuning, stack=10)
+    by_family = {family_of(j[0].config["method"]): {r.config["method"] for r in j} for j in jobs
+                 if j[0].config["dataset"] == "wine"}
+    assert by_family["sum"] == set(variants("sum"))
+    assert all(len({family_of(r.config["method"]) for r in j}) == 1 for j in jobs)

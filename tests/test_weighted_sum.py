@@ -112,3 +112,25 @@ def test_parameter_space_rescaled_takes_the_plain_step_size():
     assert math.isclose(float(rescaled.norm()), float(plain.norm()), rel_tol=1e-4)
     assert float(torch.nn.functional.cosine_similarity(raw, rescaled, dim=0)) > 0.9999
     assert float(raw.norm()) < 0.9 * float(plain.norm())  # MGDA's step is much smaller
+
+
+def test_variants_of_one_family_share_a_stack_and_stay_independent():
+    """Per-member combiners: each member trains as it would in a stack of its own."""
+    datas = [load("hi", missing_rate=0.3, mask_seed=s, split_seed=0, max_rows=300)
+             for s in (0, 1)]
+
+    def model(seed, data):
+        torch.manual_seed(seed)
+        return HeteroVAE(data.info["schema"], hidden=16, depth=1, scaler=data.info["scaler"])
+
+    kw = {"epochs": 2, "batch_size": 64, "patience": 2, "device": "cpu", "progress": "none"}
+    mixed = fit_stacked([model(s, d) for s, d in zip((0, 1), datas, strict=True)], datas,
+                        seeds=[0, 1], combiner=["pcgrad", "pcgrad[crmogm=0.9]"], **kw)
+    alone = fit_stacked([model(1, datas[1])], datas[1:], seeds=[1],
+                        combiner="pcgrad[crmogm=0.9]", **kw)[0]
+    for a, b in zip(alone.history, mixed[1].history, strict=True):
+        assert all(math.isclose(a[k], b[k], rel_tol=1e-5, abs_tol=1e-6)
+                   for k in a if k != "seconds")
+    with pytest.raises(MTVAEError, match="2 models"):
+        fit_stacked([model(0, datas[0]), model(1, datas[1])], datas, seeds=[0, 1],
+                    combiner=["sum"], **kw)

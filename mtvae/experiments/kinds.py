@@ -25,6 +25,7 @@ their seed train as one stacked model and still get one record each.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 
 from mtvae.data import Dataset
 from mtvae.errors import MTVAEError, check_choice
+from mtvae.experiments.tuning import family_of
 from mtvae.hetero_run import (
     Scorer,
     baseline_scores,
@@ -84,6 +86,17 @@ def register_stacked(name: str) -> Callable[[StackedKind], StackedKind]:
         return fn
 
     return add
+
+
+def stack_group(kind: str, config: dict[str, Any]) -> str:
+    """Runs with the same group key may share a stack: everything but the seed — and, for
+    ``tables`` runs, the method's variant within its family (the tuning configurations of
+    one family at one learning rate train as one stack, each member with its own
+    combiner)."""
+    rest = {k: v for k, v in config.items() if k != "seed"}
+    if kind == "tables" and "method" in rest:
+        rest["method"] = family_of(str(rest["method"]))
+    return kind + json.dumps(rest, sort_keys=True, default=str)
 
 
 def stackable(kind: str, config: dict[str, Any]) -> bool:

@@ -10,7 +10,6 @@ dry run; :func:`load_results` reads a grid's records for analysis.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import pandas as pd
 
 from mtvae.errors import MTVAEError, check_choice
 from mtvae.experiments.executors import Executor, Job, LocalExecutor, Outcome, Task
-from mtvae.experiments.kinds import get_kind, stackable
+from mtvae.experiments.kinds import get_kind, stack_group, stackable
 from mtvae.experiments.spec import GridSpec, Run
 from mtvae.progress import MODES, _configure_logger, batch_mode
 from mtvae.results import read_record, results_dir
@@ -122,17 +121,16 @@ def default_stack(device: str) -> int:
 
 
 def make_jobs(runs: list[Run], stack: int) -> list[list[Run]]:
-    """Group runs that differ only in ``seed`` into chunks of ``stack`` (stackable kinds and
-    methods only); every other run is a job of its own. Jobs keep the grid's order (by their
+    """Group runs that differ only in ``seed`` (see :func:`~mtvae.experiments.kinds.stack_group`)
+    into chunks of ``stack`` (stackable kinds and methods only); every other run is a job of
+    its own. Jobs keep the grid's order (by their
     first run), so the slowest axis still finishes first."""
     position = {r.id: i for i, r in enumerate(runs)}
     jobs: list[list[Run]] = []
     groups: dict[str, list[Run]] = {}
     for run in runs:
         if stack > 1 and stackable(run.kind, dict(run.config)):
-            rest = {k: v for k, v in run.config.items() if k != "seed"}
-            groups.setdefault(run.kind + json.dumps(rest, sort_keys=True, default=str),
-                              []).append(run)
+            groups.setdefault(stack_group(run.kind, dict(run.config)), []).append(run)
         else:
             jobs.append([run])
     for group in groups.values():

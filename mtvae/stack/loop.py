@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,12 @@ def _checkpoint(m: _Member, stack: Stack, pos: int, opt: torch.optim.Optimizer,
         "conflict_log": m.log, "done": m.done, "engine": ENGINE}, m.checkpoint)
 
 
+def _own(settings: dict[str, Any], m: _Member) -> dict[str, Any]:
+    """A member's settings as its checkpoint records them (its seed and its combiner)."""
+    own = {k: v for k, v in settings.items() if k != "combiners"}
+    return own | {"seed": m.seed, "combiner": m.combiner.name}
+
+
 def _resume(m: _Member, settings: dict[str, Any], dev: torch.device) -> dict[str, Tensor] | None:
     """Load a member's checkpoint; returns its current weights (or None when fresh)."""
     if m.checkpoint is None or not m.checkpoint.exists():
@@ -152,7 +159,7 @@ def fit_stacked(
     lr: float = 1e-3,
     patience: int | None = None,
     device: str | torch.device = "auto",
-    combiner: str = "sum",
+    combiner: str | Sequence[str] = "sum",
     checkpoints: list[Path | None] | None = None,
     grad_clip: float | None = None,
     progress: str = "auto",
@@ -164,7 +171,9 @@ def fit_stacked(
 ) -> list[FitResult | BaseException]:
     """Train ``models[i]`` on ``datas[i]`` with seed ``seeds[i]``, all as one stacked model.
 
-    Arguments are those of :func:`mtvae.train.fit`, one per member where they are lists.
+    Arguments are those of :func:`mtvae.train.fit`, one per member where they are lists;
+    ``combiner`` may also be one spec per member (e.g. the variants of one method family),
+    all plain sums or all activation-space methods.
     Returns one entry per member: its :class:`FitResult` (the model then holds its best
     weights, in eval mode) or the exception that stopped it (e.g.
     :class:`TrainingDivergedError` naming the member); the other members are unaffected.
@@ -176,12 +185,15 @@ def fit_stacked(
     checkpoints = checkpoints or [None] * S
     check_fit_args(epochs, lr, patience, monitor_every, val_every)
     dev = resolve_device(device)
+    specs = [combiner] * S if isinstance(combiner, str) else list(combiner)
+    if len(specs) != S:
+        raise MTVAEError(f"fit_stacked got {len(specs)} combiners for {S} models; give one "
+                         "spec for all or one per model")
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
-                "combiner": get_combiner(combiner).name, "grad_clip": grad_clip,
-                "val_every": val_every, "engine": ENGINE}
+                "grad_clip": grad_clip, "val_every": val_every, "engine": ENGINE}
     members = []
     for i in range(S):
-        comb = get_combiner(combiner)
+        comb = get_combiner(specs[i])
         if not stackable(comb):
             raise MTVAEError(f"{comb.name!r} acts on the shared parameters, which a stack "
                              "holds for all members at once; train it unstacked (--no-stack)")
@@ -191,7 +203,8 @@ def fit_stacked(
             torch.Generator().manual_seed(seeds[i]),
             torch.Generator(device=dev).manual_seed(seeds[i] * 7919 + 104729),
             FitResult(device=str(dev))))
-    weights = {i: _resume(m, {**settings, "seed": m.seed}, dev) for i, m in enumerate(members)}
+    settings = settings | {"combiners": [m.combiner.name for m in members]}
+    weights = {i: _resume(m, _own(settings, m), dev) for i, m in enumerate(members)}
     todo = [m for m in members if not m.done]
     for epoch0 in sorted({m.epoch for m in todo}):  # normally one group: all at one epoch
         group = [m for m in todo if m.epoch == epoch0]
@@ -387,7 +400,7 @@ def _train(members: list[_Member], models: list[nn.Module],
             save = time.perf_counter() - last_save >= checkpoint_every
             for s, m in enumerate(run.members):
                 if m.error is None and (save or m.done):
-                    _checkpoint(m, run.stack, s, run.opt, {**settings, "seed": m.seed})
+                    _checkpoint(m, run.stack, s, run.opt, _own(settings, m))
             if save:
                 last_save = time.perf_counter()
             run.keep([s for s, m in enumerate(run.members) if not m.done and m.error is None])
