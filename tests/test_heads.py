@@ -103,11 +103,11 @@ def test_poisson_log_prob_and_impute():
     head = PoissonHead()
     params = _params(1, seed=2)
     x = torch.randint(0, 12, (B,)).double()
-    rate = torch.nn.functional.softplus(params[:, 0]) + 1e-6
+    rate = torch.exp(params[:, 0]) + 1e-6  # the log link
     torch.testing.assert_close(head.log_prob(params, x), D.Poisson(rate).log_prob(x))
     torch.testing.assert_close(head.impute(params), rate)  # the mean: the rate, unrounded
     torch.testing.assert_close(head.impute(params, "mode"), rate.floor())
-    raw = torch.log(torch.expm1(torch.tensor([[2.7], [0.3]], dtype=torch.float64)))
+    raw = torch.log(torch.tensor([[2.7], [0.3]], dtype=torch.float64))
     torch.testing.assert_close(head.impute(raw, "mode"),
                                torch.tensor([2.0, 0.0], dtype=torch.float64))
     torch.testing.assert_close(head.impute(raw), torch.tensor([2.7, 0.3], dtype=torch.float64)
@@ -176,7 +176,7 @@ def test_negative_binomial_log_prob_impute_and_distribution():
     head = NegativeBinomialHead()
     params = _params(2, seed=5)
     x = torch.randint(0, 40, (B,)).double()
-    mean = torch.nn.functional.softplus(params[:, 0]) + 1e-6
+    mean = torch.exp(params[:, 0]) + 1e-6  # the log link, as the Poisson head
     r = torch.nn.functional.softplus(params[:, 1]) + 1e-6
     reference = D.NegativeBinomial(total_count=r, probs=mean / (mean + r))
     torch.testing.assert_close(head.log_prob(params, x), reference.log_prob(x))
@@ -213,3 +213,17 @@ def test_initial_bias_puts_every_head_at_its_marginal():
     cat = CategoricalHead(3).distribution(at(CategoricalHead(3), _marginal(
         type="cat", freqs=(0.5, 0.3, 0.2)))).probs
     torch.testing.assert_close(cat, torch.tensor([[0.5, 0.3, 0.2]]).double())
+
+
+def test_count_heads_use_the_log_link_without_overflow():
+    """A count of 1e5 needs raw = log(1e5) ~ 11.5, not 1e5 (softplus), so the shared
+    representation stays small; a huge raw is clamped instead of overflowing."""
+    from mtvae.heads import MAX_LOG_RATE, NegativeBinomialHead
+
+    raw = torch.tensor([[math.log(1e5)], [500.0]])
+    rate = PoissonHead().rate(raw)
+    torch.testing.assert_close(rate[0], torch.tensor(1e5), rtol=1e-5, atol=0)
+    assert torch.isfinite(rate).all() and float(rate[1]) == pytest.approx(math.exp(MAX_LOG_RATE),
+                                                                          rel=1e-5)
+    mean, _ = NegativeBinomialHead().mean_count(torch.tensor([[math.log(1e5), 0.0]]))
+    torch.testing.assert_close(mean, torch.tensor([1e5]), rtol=1e-5, atol=0)
