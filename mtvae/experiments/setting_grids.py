@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+import mtvae.experiments.setting_kinds  # noqa: F401  (registers the kinds)
 from mtvae.errors import check_choice
-from mtvae.experiments.setting_kinds import PLAIN
 from mtvae.experiments.spec import Block, GridSpec
 from mtvae.experiments.staged import Tuning, choices, grid_folder, staged_blocks
 from mtvae.fusion import FUSIONS
@@ -67,9 +67,8 @@ def aux_grid(profile: Profile, root: str | Path | None = None) -> GridSpec:
                            grid_folder(name, root))
     for ds in s.datasets:
         fracs = list(s.label_fractions) if ds == "mnist5k" else [1.0]
-        blocks.append(Block("aux", {"seed": s.seeds},
-                            fixed | {"dataset": ds, "method": PLAIN, "label_fraction": 1.0,
-                                     "label_weight": 0.0, "probe_fractions": fracs}))
+        blocks.append(Block("aux-plain", {"seed": s.seeds},
+                            fixed | {"dataset": ds, "probe_fractions": fracs}))
     return GridSpec(name, tuple(blocks), description="auxiliary heads: tuned sum vs MOO, "
                     "equal budgets, chosen on validation")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,12 @@ from torch import nn
 from mtvae import metrics as M
 from mtvae.data import Dataset, load
 from mtvae.data.semisup import with_label_fraction
-from mtvae.experiments.kinds import _require, register
+from mtvae.experiments.kinds import _require, register, register_stacked
 from mtvae.models import VAE, HierarchicalVAE, MultitaskVAE
 from mtvae.models.multimodal import MultimodalVAE
 from mtvae.probes import linear_probe
 from mtvae.results import cache_dir, run_id
+from mtvae.stack import fit_stacked
 from mtvae.train import FitResult, fit
 
 AUX_KEYS = ("dataset", "method", "seed", "label_fraction", "label_weight", "latent_dim",
@@ -50,8 +52,10 @@ VQ_KEYS = ("method", "seed", "label_weight", "quantizer", "num_codes", "code_dim
            "batch_size", "lr", "epochs", "patience", "train_size")
 BETA_KEYS = ("beta", "seed", "latent_dim", "hidden", "batch_size", "lr", "epochs", "patience",
              "train_size")
+PLAIN_KEYS = ("dataset", "seed", "latent_dim", "hidden", "batch_size", "lr", "epochs",
+              "patience", "train_size", "shapes_n", "eval_samples", "probe_fractions")
 PLAIN = "plain"
-"""``method`` of an ``aux`` run training the plain VAE (linear probes on its codes)."""
+"""``method`` the ``aux-plain`` kind gives its runs internally (no combiner: the VAE alone)."""
 
 
 def convergence(result: FitResult, epochs: int) -> dict[str, Any]:
@@ -61,18 +65,69 @@ def convergence(result: FitResult, epochs: int) -> dict[str, Any]:
             "best_val": result.best_val, "train_seconds": result.seconds}
 
 
+def _checkpoint(kind: str, cfg: dict[str, Any]) -> Path:
+    return cache_dir() / "grid" / f"{run_id(kind, cfg)}.pt"
+
+
+def _fit_settings(cfg: dict[str, Any], combiner: str) -> dict[str, Any]:
+    return {"epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "lr": cfg["lr"],
+            "patience": cfg["patience"], "combiner": combiner, "checkpoint_every": 30.0,
+            "progress": "none"}
+
+
 def _train(kind: str, cfg: dict[str, Any], model: nn.Module, data: Dataset, device: str,
            combiner: str = "sum") -> FitResult:
     """``fit`` with the run's checkpoint (a killed run resumes), deleted once it finished:
     the record written next is the durable state."""
-    ckpt = cache_dir() / "grid" / f"{run_id(kind, cfg)}.pt"
-    result = fit(model, data, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                 patience=cfg["patience"], seed=cfg["seed"], device=device, combiner=combiner,
-                 checkpoint=ckpt, checkpoint_every=30.0, progress="none",
-                 desc=f"{kind} {cfg.get('method', '')} seed={cfg['seed']}")
+    ckpt = _checkpoint(kind, cfg)
+    result = fit(model, data, seed=cfg["seed"], device=device, checkpoint=ckpt,
+                 desc=f"{kind} {cfg.get('method', '')} seed={cfg['seed']}",
+                 **_fit_settings(cfg, combiner))
     model.eval()
     ckpt.unlink(missing_ok=True)
     return result
+
+
+Built = tuple[nn.Module, Dataset, str]  # model, its data, its combiner
+Builder = Callable[[dict[str, Any]], Built]
+Scorer = Callable[[dict[str, Any], nn.Module, Dataset, FitResult], dict[str, Any]]
+
+
+def _single(kind: str, keys: tuple[str, ...], build: Builder, score: Scorer,
+            config: dict[str, Any], device: str) -> dict[str, Any]:
+    _require(config, keys, kind)
+    model, data, combiner = build(config)
+    return score(config, model, data, _train(kind, config, model, data, device, combiner))
+
+
+def _stacked(kind: str, keys: tuple[str, ...], build: Builder, score: Scorer,
+             configs: list[dict[str, Any]], device: str
+             ) -> list[dict[str, Any] | BaseException]:
+    """Runs that differ only in ``seed`` trained as one stacked job (:func:`fit_stacked`),
+    then scored one by one as the single kind scores them."""
+    for c in configs:
+        _require(c, keys, kind)
+    built = [build(c) for c in configs]
+    combiner = built[0][2]
+    ckpts: list[Path | None] = [_checkpoint(kind, c) for c in configs]
+    settings = _fit_settings(configs[0], combiner)
+    results = fit_stacked([b[0] for b in built], [b[1] for b in built],
+                          seeds=[int(c["seed"]) for c in configs], device=device,
+                          checkpoints=ckpts, desc=f"{kind} {configs[0].get('method', '')}",
+                          **settings)
+    out: list[dict[str, Any] | BaseException] = []
+    for c, (model, data, _), r, path in zip(configs, built, results, ckpts, strict=True):
+        if isinstance(r, BaseException):
+            out.append(r)
+            continue
+        model.eval()
+        try:
+            out.append(score(c, model, data, r))
+        except Exception as err:  # one member's scoring failing leaves the others
+            out.append(err)
+        if path is not None:
+            path.unlink(missing_ok=True)
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -88,39 +143,39 @@ def _mean(values: dict[str, float]) -> float:
 
 
 # -- auxiliary heads -------------------------------------------------------------------------
-@register("aux")
-def aux(config: dict[str, Any], device: str) -> dict[str, Any]:
-    """A multitask VAE (or the plain VAE + probes) of the ``aux`` grid, scored on both splits.
-
-    ``val_head_acc``: mean over heads of the accuracy on the LABELLED validation rows (the
-    labels a run at this fraction may use); ``val_head_acc_all`` on every validation row;
-    ``val_nelbo``: validation −ELBO. Test: ``test_nelbo``, ``test_kl``, ``head_acc`` per head and
-    ``test_head_acc`` (their mean); the plain VAE has ``probe_acc`` per fraction instead.
-    """
+def _aux_build(cfg: dict[str, Any]) -> Built:
     from mtvae.studies import auxiliary as A
 
-    _require(config, AUX_KEYS, "aux")
-    cfg = config
     base = _images(cfg["dataset"], cfg["train_size"], cfg["shapes_n"])
     heads, targets = A.heads_of(base, cfg["dataset"])
     plain = cfg["method"] == PLAIN
-    data = with_label_fraction(base, float(cfg["label_fraction"]), seed=int(cfg["seed"]))
+    data = with_label_fraction(base, float(cfg.get("label_fraction", 1.0)),
+                               seed=int(cfg["seed"]))
     torch.manual_seed(cfg["seed"])
     opts: dict[str, Any] = {"hidden": tuple(cfg["hidden"]), "likelihood": "bernoulli"}
     model: VAE = (VAE(base.x_shape, cfg["latent_dim"], **opts) if plain else
                   MultitaskVAE(base.x_shape, cfg["latent_dim"], heads=heads, targets=targets,
                                label_weight=float(cfg["label_weight"]), **opts))
-    result = _train("aux", cfg, model, data, device, "sum" if plain else cfg["method"])
+    return model, data, "sum" if plain else cfg["method"]
+
+
+def _aux_score(cfg: dict[str, Any], model: nn.Module, data: Dataset, result: FitResult
+               ) -> dict[str, Any]:
+    from mtvae.studies import auxiliary as A
+
+    base = _images(cfg["dataset"], cfg["train_size"], cfg["shapes_n"])
+    _, targets = A.heads_of(base, cfg["dataset"])
     n, seed = int(cfg["eval_samples"]), int(cfg["seed"])
     val, test = A.split_elbo(model, data.val, n, seed), A.split_elbo(model, base.test, n, seed)
     out: dict[str, Any] = {"val_nelbo": val["nelbo"], "val_kl": val["kl"],
                            "test_nelbo": test["nelbo"], "test_kl": test["kl"],
                            **convergence(result, cfg["epochs"])}
-    if plain:
+    if cfg["method"] == PLAIN:
+        assert isinstance(model, VAE)
         z_train, z_test = A.codes(model, base.train.x), A.codes(model, base.test.x)
         z_val = A.codes(model, base.val.x)
         probes, val_probes = {}, {}
-        for frac in cfg.get("probe_fractions") or [1.0]:
+        for frac in cfg["probe_fractions"]:
             marked = with_label_fraction(base, float(frac), seed=seed)
             lab = marked.train.tensors["labelled"].cpu() > 0
             vlab = marked.val.tensors["labelled"].cpu() > 0
@@ -139,6 +194,41 @@ def aux(config: dict[str, Any], device: str) -> dict[str, Any]:
                   "val_head_acc_per": val_lab,
                   "n_val_labelled": int((data.val.tensors["labelled"] > 0).sum()),
                   "head_acc": test_acc, "test_head_acc": _mean(test_acc)}
+
+
+@register("aux")
+def aux(config: dict[str, Any], device: str) -> dict[str, Any]:
+    """A multitask VAE of the ``aux`` grid, scored on both splits.
+
+    ``val_head_acc``: mean over heads of the accuracy on the LABELLED validation rows (the
+    labels a run at this fraction may use); ``val_head_acc_all`` on every validation row;
+    ``val_nelbo``: validation −ELBO. Test: ``test_nelbo``, ``test_kl``, ``head_acc`` per head and
+    ``test_head_acc`` (their mean). Convergence: :func:`convergence`.
+    """
+    return _single("aux", AUX_KEYS, _aux_build, _aux_score, config, device)
+
+
+@register_stacked("aux")
+def aux_stacked(configs: list[dict[str, Any]], device: str
+                ) -> list[dict[str, Any] | BaseException]:
+    """:func:`aux` for runs that differ only in ``seed``, trained as one stacked job."""
+    return _stacked("aux", AUX_KEYS, _aux_build, _aux_score, configs, device)
+
+
+@register("aux-plain")
+def aux_plain(config: dict[str, Any], device: str) -> dict[str, Any]:
+    """The plain VAE of the ``aux`` grid (no labels in training): −ELBO on both splits and
+    linear probes on its posterior means at every ``probe_fractions`` (``probe_acc`` on test,
+    ``val_probe_acc`` on the labelled validation rows), convergence."""
+    return _single("aux-plain", PLAIN_KEYS, _aux_build, _aux_score,
+                   config | {"method": PLAIN}, device)
+
+
+@register_stacked("aux-plain")
+def aux_plain_stacked(configs: list[dict[str, Any]], device: str
+                      ) -> list[dict[str, Any] | BaseException]:
+    return _stacked("aux-plain", PLAIN_KEYS, _aux_build, _aux_score,
+                    [c | {"method": PLAIN} for c in configs], device)
 
 
 # -- multimodal ------------------------------------------------------------------------------
@@ -197,20 +287,20 @@ def mm(config: dict[str, Any], device: str) -> dict[str, Any]:
 
 
 # -- hierarchical ----------------------------------------------------------------------------
-@register("hier")
-def hier(config: dict[str, Any], device: str) -> dict[str, Any]:
-    """A two-layer VAE of the ``hier`` grid: distortion, rates and −ELBO on both splits
-    (``val_*`` and ``test_*``), active units and linear probes per layer (test), convergence."""
-    from mtvae.studies import hierarchical as H
-
-    _require(config, HIER_KEYS, "hier")
-    cfg = config
+def _hier_build(cfg: dict[str, Any]) -> Built:
     data = _images(cfg["dataset"], cfg["train_size"], cfg["shapes_n"])
     torch.manual_seed(cfg["seed"])
     model = HierarchicalVAE(data.x_shape, cfg["z1_dim"], cfg["z2_dim"],
                             hidden=tuple(cfg["hidden"]), beta1=cfg["beta1"], beta2=cfg["beta2"],
                             likelihood="bernoulli", rate_tasks=cfg["method"] != "sum")
-    result = _train("hier", cfg, model, data, device, cfg["method"])
+    return model, data, cfg["method"]
+
+
+def _hier_score(cfg: dict[str, Any], model: nn.Module, data: Dataset, result: FitResult
+                ) -> dict[str, Any]:
+    from mtvae.studies import hierarchical as H
+
+    assert isinstance(model, HierarchicalVAE)
     model.cpu().eval()
     val, test = H.split_parts(model, data.val), H.split_parts(model, data.test)
     train_codes, test_codes = H._codes(model, data.train.x), H._codes(model, data.test.x)
@@ -221,6 +311,19 @@ def hier(config: dict[str, Any], device: str) -> dict[str, Any]:
             | {"active_z1": int((test_codes["z1"].var(0) > H.ACTIVE_THRESHOLD).sum()),
                "active_z2": int((test_codes["z2"].var(0) > H.ACTIVE_THRESHOLD).sum()),
                "probe": probes} | convergence(result, cfg["epochs"]))
+
+
+@register("hier")
+def hier(config: dict[str, Any], device: str) -> dict[str, Any]:
+    """A two-layer VAE of the ``hier`` grid: distortion, rates and −ELBO on both splits
+    (``val_*`` and ``test_*``), active units and linear probes per layer (test), convergence."""
+    return _single("hier", HIER_KEYS, _hier_build, _hier_score, config, device)
+
+
+@register_stacked("hier")
+def hier_stacked(configs: list[dict[str, Any]], device: str
+                 ) -> list[dict[str, Any] | BaseException]:
+    return _stacked("hier", HIER_KEYS, _hier_build, _hier_score, configs, device)
 
 
 # -- VQ-VAE label head ------------------------------------------------------------------------
@@ -261,17 +364,16 @@ def vqhead(config: dict[str, Any], device: str) -> dict[str, Any]:
 
 
 # -- Chapter 1's beta sweep --------------------------------------------------------------------
-@register("beta")
-def beta(config: dict[str, Any], device: str) -> dict[str, Any]:
-    """A beta-VAE on MNIST-5k: rate, distortion and −ELBO on both splits, active units and
-    KL per dimension on test, convergence."""
-    _require(config, BETA_KEYS, "beta")
-    cfg = config
+def _beta_build(cfg: dict[str, Any]) -> Built:
     data = _mnist(cfg["train_size"])
     torch.manual_seed(cfg["seed"])
     model = VAE(data.x_shape, cfg["latent_dim"], likelihood="bernoulli", arch="mlp",
                 hidden=tuple(cfg["hidden"]), beta=float(cfg["beta"]))
-    result = _train("beta", cfg, model, data, device)
+    return model, data, "sum"
+
+
+def _beta_score(cfg: dict[str, Any], model: nn.Module, data: Dataset, result: FitResult
+                ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, split in (("val", data.val), ("test", data.test)):
         torch.manual_seed(cfg["seed"])
@@ -282,3 +384,15 @@ def beta(config: dict[str, Any], device: str) -> dict[str, Any]:
     return out | {"active_units": au, "kl_per_dim": M.kl_per_dim(model, data.test).tolist()} \
         | convergence(result, cfg["epochs"])
 
+
+@register("beta")
+def beta(config: dict[str, Any], device: str) -> dict[str, Any]:
+    """A beta-VAE on MNIST-5k: rate, distortion and −ELBO on both splits, active units and
+    KL per dimension on test, convergence."""
+    return _single("beta", BETA_KEYS, _beta_build, _beta_score, config, device)
+
+
+@register_stacked("beta")
+def beta_stacked(configs: list[dict[str, Any]], device: str
+                 ) -> list[dict[str, Any] | BaseException]:
+    return _stacked("beta", BETA_KEYS, _beta_build, _beta_score, configs, device)
