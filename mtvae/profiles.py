@@ -414,7 +414,7 @@ PROFILES: dict[str, Profile] = {
         hier=HierStudy(hidden=(128, 64), epochs=2, patience=2, train_size=500, shapes_n=900,
                        seeds=(0,), betas1=(1.0, 4.0), betas2=(1.0, 4.0)),
         aux_grid=AuxGrid(label_fractions=(1.0, 0.1), families=("sum", "pcgrad"),
-                         label_weights=(1.0, 100.0), crmogm=(0.0, 0.5), seeds=(0,),
+                         label_weights=(1.0, 100.0), crmogm=(0.0, 0.5), seeds=(0, 1),
                          tuning_seeds=(100,), hidden=(64, 32), epochs=2, patience=1,
                          train_size=500, shapes_n=600, eval_samples=1),
         mm_grid=MultimodalGrid(fusions=("poe",), families=("sum", "pcgrad"),

@@ -251,3 +251,37 @@ def test_stacked_aux_runs_get_one_record_each_like_single_runs(isolated, tmp_pat
     assert set(runs.engine) == {"stacked"} and sorted(runs.seed) == [0, 1]
     assert runs.val_head_acc.between(0, 1).all() and runs.stopped_early.notna().all()
     assert runs.val_nelbo.nunique() == 2  # the members are different runs
+
+
+def test_the_chapter_reader_pairs_the_tuned_sum_with_each_moo_method(tmp_path):
+    from mtvae.studies import settings as S
+
+    profile = get_profile("smoke")
+    best_w = profile.aux_grid.label_weights[-1]
+    _write_tuning(tmp_path, "aux", lambda c: 0.9 if c["label_weight"] == best_w else 0.5,
+                  lambda c: 0.0)
+    spec = get_grid("aux", "smoke", tmp_path)
+    for run in spec.runs():
+        c = dict(run.config)
+        if c["seed"] in profile.aux_grid.tuning_seeds:
+            continue
+        tuned = c.get("method") == "sum" and c.get("label_weight") == best_w
+        m = {"test_head_acc": 0.8 if tuned else 0.7 + 0.01 * c["seed"],
+             "stopped_early": True, "best_epoch": 3, "epoch_cap": 10}
+        write_record(tmp_path / spec.name / f"{run.id}.json", new_record(
+            spec.name, run.kind, c, {"status": "ok", "metrics": m}, seconds=0.0, device="cpu"))
+    runs = S.records("aux", profile, tmp_path)
+    assert runs.tuning.sum() == len([r for r in spec.runs()
+                                     if r.config["seed"] in profile.aux_grid.tuning_seeds])
+    ev = S.evaluation(runs)
+    assert set(ev.compared) == {S.TUNED_SUM, "pcgrad"}
+    assert (ev[ev.compared == S.TUNED_SUM].label_weight == best_w).all()
+    gains = S.tuned_gains(ev, "test_head_acc", higher_is_better=True,
+                          by=("dataset", "label_fraction"))
+    assert len(gains) == 3  # MNIST at 100 % and 10 %, shapes
+    assert (gains.method == "pcgrad").all() and (gains.gain < 0).all()
+    assert (gains.low <= gains.gain).all() and (gains.gain <= gains.high).all()
+    with pytest.raises(MTVAEError, match="test metric"):
+        S.tuned_gains(ev, "val_head_acc", higher_is_better=True)
+    conv = S.convergence(runs[~runs.tuning], by=("dataset",))
+    assert (conv.stopped_by_patience == 1.0).all()
