@@ -225,8 +225,18 @@ def test_each_kind_records_validation_test_and_convergence(isolated, grid, kind,
 
 
 @pytest.mark.slow
-def test_a_multimodal_run_records_coherence_and_likelihood_on_both_splits(isolated):
-    m = get_kind("mm")(_first("multimodal", "mm", method="pcgrad"), "cpu")
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_multimodal_run_records_coherence_and_likelihood_on_both_splits(isolated, stacked):
+    from mtvae.experiments.kinds import STACKED
+
+    cfg = _first("multimodal", "mm", method="pcgrad")
+    if stacked:
+        out = STACKED["mm"]([cfg, cfg | {"seed": 101}], "cpu")
+        assert not [m for m in out if isinstance(m, BaseException)], out
+        assert out[0]["val_nelbo"] != out[1]["val_nelbo"]
+        m = out[0]
+    else:
+        m = get_kind("mm")(cfg, "cpu")
     for prefix in ("val_", ""):
         assert 0 <= m[f"{prefix}cross_mean"] <= 1 and 0 <= m[f"{prefix}joint_coherence"] <= 1
         assert set(m[f"{prefix}loglik"]) == {"mnist", "digit", "label"}
@@ -240,7 +250,8 @@ def test_stacked_aux_runs_get_one_record_each_like_single_runs(isolated, tmp_pat
     from mtvae.experiments.spec import Block, GridSpec
 
     cfg = _first("aux", "aux", method="sum", label_fraction=1.0, dataset="mnist5k")
-    assert {"aux", "aux-plain", "hier", "beta"} <= set(STACKED) and stackable("aux", cfg)
+    assert {"aux", "aux-plain", "hier", "beta", "mm"} <= set(STACKED) and stackable("aux", cfg)
+    assert "vqhead" not in STACKED  # EMA codebooks update buffers in place
     fixed = {k: v for k, v in cfg.items() if k != "seed"}
     spec = GridSpec("stacked", (Block("aux", {"seed": (0, 1)}, fixed),))
     summary = run_grid(spec, root=tmp_path, stack=2, progress="none", device="cpu")

@@ -255,23 +255,22 @@ def _nelbo(model: nn.Module, tensors: dict[str, torch.Tensor], seed: int) -> flo
         return float(model.loss_terms(tensors).stats["nelbo"])  # type: ignore[operator]
 
 
-@register("mm")
-def mm(config: dict[str, Any], device: str) -> dict[str, Any]:
-    """A multimodal VAE of the ``multimodal`` grid: coherence (``cross``, ``cross_mean``,
-    ``joint_coherence``) and per-modality log-likelihood (``loglik``) on the validation
-    pairs (``val_*``) and on the test pairs, unweighted −ELBO on both, convergence."""
-    from mtvae.device import resolve_device
-    from mtvae.studies.multimodal import directional, evaluate
-
-    _require(config, MM_KEYS, "mm")
-    cfg = config
-    dev = resolve_device(device).type
-    data = _paired(cfg["train_size"], dev)
+def _mm_build(cfg: dict[str, Any]) -> Built:
+    data = _paired(cfg["train_size"], "cpu")  # fit / fit_stacked move it to the device
     torch.manual_seed(cfg["seed"])
     model = MultimodalVAE(cfg["latent_dim"], cfg["fusion"], hidden=cfg["hidden"],
                           modality_weights={"label": float(cfg["label_weight"])})
-    result = _train("mm", cfg, model, data, dev, cfg["method"])
-    classify, accuracy = _classifiers(cfg["classifier_profile"], dev)
+    return model, data, cfg["method"]
+
+
+def _mm_score(cfg: dict[str, Any], model: nn.Module, data: Dataset, result: FitResult
+              ) -> dict[str, Any]:
+    from mtvae.studies.multimodal import directional, evaluate
+
+    assert isinstance(model, MultimodalVAE)
+    dev = next(model.parameters()).device
+    data = data.to(dev)
+    classify, accuracy = _classifiers(cfg["classifier_profile"], dev.type)
     out: dict[str, Any] = {"classifier_accuracy": accuracy}
     for prefix, split in (("val_", data.val), ("", data.test)):
         gen = torch.Generator(device=split.x.device).manual_seed(int(cfg["seed"]))
@@ -284,6 +283,24 @@ def mm(config: dict[str, Any], device: str) -> dict[str, Any]:
     out["test_cross_mean"] = out["cross_mean"]
     out["test_nelbo"] = out.pop("nelbo")
     return out | convergence(result, cfg["epochs"])
+
+
+@register("mm")
+def mm(config: dict[str, Any], device: str) -> dict[str, Any]:
+    """A multimodal VAE of the ``multimodal`` grid: coherence (``cross``, ``cross_mean``,
+    ``joint_coherence``) and per-modality log-likelihood (``loglik``) on the validation
+    pairs (``val_*``) and on the test pairs, unweighted −ELBO on both, convergence.
+
+    Early stopping reads the *weighted* validation objective (the label weight is part of
+    the sum being trained); the grid chooses on ``val_cross_mean``, not on it.
+    """
+    return _single("mm", MM_KEYS, _mm_build, _mm_score, config, device)
+
+
+@register_stacked("mm")
+def mm_stacked(configs: list[dict[str, Any]], device: str
+               ) -> list[dict[str, Any] | BaseException]:
+    return _stacked("mm", MM_KEYS, _mm_build, _mm_score, configs, device)
 
 
 # -- hierarchical ----------------------------------------------------------------------------
