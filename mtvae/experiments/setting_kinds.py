@@ -268,8 +268,8 @@ def _mm_score(cfg: dict[str, Any], model: nn.Module, data: Dataset, result: FitR
     from mtvae.studies.multimodal import directional, evaluate
 
     assert isinstance(model, MultimodalVAE)
+    data = _on_model(model, data)
     dev = next(model.parameters()).device
-    data = data.to(dev)
     classify, accuracy = _classifiers(cfg["classifier_profile"], dev.type)
     out: dict[str, Any] = {"classifier_accuracy": accuracy}
     for prefix, split in (("val_", data.val), ("", data.test)):
@@ -372,6 +372,7 @@ def vqhead(config: dict[str, Any], device: str) -> dict[str, Any]:
                       "channels": cfg["channels"], "beta": 0.25, "decay": 0.99,
                       "n_classes": 10, "label_weight": float(cfg["label_weight"])})
     result = _train("vqhead", cfg, model, data, device, cfg["method"])
+    data = _on_model(model, data)
     val, test = _vq_scores(model, data.val), _vq_scores(model, data.test)
     usage = M.codebook_usage(model, data.test, model.num_codes, transform=False)
     return ({f"val_{k}": v for k, v in val.items()} | {f"test_{k}": v for k, v in test.items()}
@@ -389,8 +390,14 @@ def _beta_build(cfg: dict[str, Any]) -> Built:
     return model, data, "sum"
 
 
+def _on_model(model: nn.Module, data: Dataset) -> Dataset:
+    """``data`` on the device that ``fit`` left the model on (scores run there)."""
+    return data.to(next(model.parameters()).device)
+
+
 def _beta_score(cfg: dict[str, Any], model: nn.Module, data: Dataset, result: FitResult
                 ) -> dict[str, Any]:
+    data = _on_model(model, data)
     out: dict[str, Any] = {}
     for name, split in (("val", data.val), ("test", data.test)):
         torch.manual_seed(cfg["seed"])
