@@ -223,6 +223,135 @@ class HierStudy:
     moo_methods: tuple[str, ...] = ("pcgrad",)  # rates as MOO tasks, at beta1 = beta2 = 1
 
 
+LOG_WEIGHTS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+TUNED_CRMOGM = (0.0, 0.25, 0.5, 0.75, 0.9)
+
+
+@dataclass(frozen=True)
+class AuxGrid:
+    """Settings of the staged grid ``aux`` (Chapter 3, auxiliary heads, done properly).
+
+    **Tuning** on ``tuning_seeds`` (never reported): every family gets
+    ``len(label_weights) == len(crmogm)`` configurations — the plain sum its label weight
+    lambda from ``label_weights``, each MOO method its CR-MOGM smoothing from ``crmogm``
+    (lambda = 1: IMTL-G and UPGrad do not see the scale of a task). The choice maximises
+    the mean of ``select_on`` over the tuning seeds (VALIDATION only). **Evaluation** on
+    ``seeds``: the chosen configuration and the default one (sum: lambda = 1, MOO: no
+    smoothing), plus the plain VAE with linear probes. Caps/patience are a guess (the old
+    runs hit their 20-epoch cap) to be checked by a pilot: ``stopped_early`` is recorded.
+    """
+
+    datasets: tuple[str, ...] = ("mnist5k", "shapes")
+    label_fractions: tuple[float, ...] = (1.0, 0.1, 0.01)  # MNIST; shapes: 100 % only
+    families: tuple[str, ...] = ("sum", "imtl-g", "pcgrad", "upgrad")
+    label_weights: tuple[float, ...] = LOG_WEIGHTS
+    default_label_weight: float = 1.0
+    crmogm: tuple[float, ...] = TUNED_CRMOGM
+    select_on: str = "val_head_acc"  # mean head accuracy on the LABELLED validation rows
+    seeds: tuple[int, ...] = tuple(range(10))
+    tuning_seeds: tuple[int, ...] = (100, 101, 102)
+    latent_dim: int = 16
+    hidden: tuple[int, ...] = (256, 128)
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 200
+    patience: int = 10
+    train_size: int | None = None
+    shapes_n: int = 6000
+    eval_samples: int = 10
+
+
+@dataclass(frozen=True)
+class MultimodalGrid:
+    """Settings of the staged grid ``multimodal`` (PoE / MoE / MoPoE on paired digits).
+
+    As :class:`AuxGrid`: the sum tunes the label modality's weight (``label_weights``; the
+    image modalities keep weight 1), each MOO method its CR-MOGM smoothing, the same number
+    of configurations each; the choice maximises the mean validation single-source
+    coherence (``select_on``) over ``tuning_seeds``.
+    """
+
+    fusions: tuple[str, ...] = ("poe", "moe", "mopoe")
+    families: tuple[str, ...] = ("sum", "imtl-g", "pcgrad", "upgrad")
+    label_weights: tuple[float, ...] = (1.0, 5.0, 25.0, 125.0, 625.0)
+    default_label_weight: float = 1.0
+    crmogm: tuple[float, ...] = TUNED_CRMOGM
+    select_on: str = "val_cross_mean"
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # the costliest setting: 5 seeds, 2 to tune
+    tuning_seeds: tuple[int, ...] = (100, 101)
+    latent_dim: int = 20
+    hidden: int = 256
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 200
+    patience: int = 10
+    train_size: int | None = None
+    n_samples: int = 1000
+    loglik_samples: int = 10
+
+
+@dataclass(frozen=True)
+class HierGrid:
+    """Settings of the grid ``hier``: a log-spaced (beta1, beta2) grid trained with the sum,
+    and the rates as MOO tasks (at beta1 = beta2 = 1) with each of ``moo_methods``."""
+
+    datasets: tuple[str, ...] = ("mnist5k", "shapes")
+    betas1: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    betas2: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    moo_methods: tuple[str, ...] = ("pcgrad", "imtl-g", "upgrad")
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    z1_dim: int = 16
+    z2_dim: int = 8
+    hidden: tuple[int, ...] = (256, 128)
+    batch_size: int = 100
+    lr: float = 2e-3
+    epochs: int = 200
+    patience: int = 10
+    train_size: int | None = None
+    shapes_n: int = 6000
+
+
+@dataclass(frozen=True)
+class VQHeadGrid:
+    """Settings of the staged grid ``vqhead``: a VQ-VAE with a label head on z_q (Chapter 2's
+    reference VQ-VAE), the sum's label weight against MOO, equal budgets as
+    :class:`AuxGrid`; the choice maximises the validation accuracy."""
+
+    families: tuple[str, ...] = ("sum", "pcgrad", "imtl-g", "upgrad")
+    label_weights: tuple[float, ...] = LOG_WEIGHTS
+    default_label_weight: float = 1.0
+    crmogm: tuple[float, ...] = TUNED_CRMOGM
+    select_on: str = "val_accuracy"
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    tuning_seeds: tuple[int, ...] = (100, 101)
+    quantizer: str = "ema-restart"
+    num_codes: int = 512
+    code_dim: int = 16
+    channels: int = 32
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 100
+    patience: int = 10
+    train_size: int | None = None
+
+
+@dataclass(frozen=True)
+class BetaGrid:
+    """Settings of the grid ``beta`` (Chapter 1's beta sweep at the reference budget: the
+    reference model's epochs and patience); beta is chosen by the mean validation −ELBO
+    (:func:`mtvae.experiments.setting_grids.beta_choice`), every reported number is test."""
+
+    betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    seeds: tuple[int, ...] = tuple(range(10))
+    latent_dim: int = 16
+    hidden: tuple[int, ...] = (512, 256)
+    batch_size: int = 100
+    lr: float = 1e-3
+    epochs: int = 300
+    patience: int = 20
+    train_size: int | None = None
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -235,6 +364,11 @@ class Profile:
     aux: AuxStudy = field(default_factory=AuxStudy)
     multimodal: MultimodalStudy = field(default_factory=MultimodalStudy)
     hier: HierStudy = field(default_factory=HierStudy)
+    aux_grid: AuxGrid = field(default_factory=AuxGrid)
+    mm_grid: MultimodalGrid = field(default_factory=MultimodalGrid)
+    hier_grid: HierGrid = field(default_factory=HierGrid)
+    vq_grid: VQHeadGrid = field(default_factory=VQHeadGrid)
+    beta_grid: BetaGrid = field(default_factory=BetaGrid)
 
 
 PROFILES: dict[str, Profile] = {
@@ -279,6 +413,22 @@ PROFILES: dict[str, Profile] = {
                                    loglik_samples=2),
         hier=HierStudy(hidden=(128, 64), epochs=2, patience=2, train_size=500, shapes_n=900,
                        seeds=(0,), betas1=(1.0, 4.0), betas2=(1.0, 4.0)),
+        aux_grid=AuxGrid(label_fractions=(1.0, 0.1), families=("sum", "pcgrad"),
+                         label_weights=(1.0, 100.0), crmogm=(0.0, 0.5), seeds=(0, 1),
+                         tuning_seeds=(100,), hidden=(64, 32), epochs=2, patience=1,
+                         train_size=500, shapes_n=600, eval_samples=1),
+        mm_grid=MultimodalGrid(fusions=("poe",), families=("sum", "pcgrad"),
+                               label_weights=(1.0, 25.0), crmogm=(0.0, 0.5), seeds=(0,),
+                               tuning_seeds=(100,), hidden=64, epochs=2, patience=1,
+                               train_size=500, n_samples=100, loglik_samples=1),
+        hier_grid=HierGrid(datasets=("mnist5k",), betas1=(0.3, 3.0), betas2=(1.0,),
+                           moo_methods=("pcgrad",), seeds=(0,), hidden=(64, 32), epochs=2,
+                           patience=1, train_size=500, shapes_n=600),
+        vq_grid=VQHeadGrid(families=("sum", "pcgrad"), label_weights=(1.0, 100.0),
+                           crmogm=(0.0, 0.5), seeds=(0,), tuning_seeds=(100,), num_codes=32,
+                           channels=8, epochs=1, patience=1, train_size=300),
+        beta_grid=BetaGrid(betas=(0.5, 1.0), seeds=(0,), hidden=(64, 32), epochs=2,
+                           patience=1, train_size=500),
     ),
     "full": Profile(
         name="full",

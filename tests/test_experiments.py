@@ -179,7 +179,8 @@ def test_unknown_names_list_the_valid_ones():
         get_kind("nope")
     with pytest.raises(MTVAEError, match="valid executors are: local, slurm"):
         get_executor("kubernetes")
-    with pytest.raises(MTVAEError, match="valid grids are: hetero"):
+    with pytest.raises(MTVAEError,
+                       match="valid grids are: aux, beta, hetero, hier, multimodal, tables"):
         get_grid("nope")
     with pytest.raises(MTVAEError, match="valid profiles are: full, smoke"):
         get_grid("hetero", "medium")

@@ -7,7 +7,9 @@ table, rate and seed. The seed is the slowest axis, so a grid stopped half-way a
 holds complete comparisons for its first seeds. ``tables`` (Chapters 3-5) is the
 converged, tuned successor: every shipped table, equal tuning budgets per method family
 (:mod:`mtvae.experiments.tuning`), both evaluation protocols and four classical
-references from scikit-learn (:func:`tables_grid`).
+references from scikit-learn (:func:`tables_grid`). ``aux``, ``multimodal``, ``hier``,
+``vqhead`` and ``beta`` are the other multitask settings (Chapters 1-3, issue 13), built the
+same way (:mod:`mtvae.experiments.setting_grids`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ import pandas as pd
 from mtvae.data.tables import TABLES
 from mtvae.errors import check_choice
 from mtvae.experiments.runner import load_results
+from mtvae.experiments.setting_grids import (
+    STAGED_SETTINGS,
+    aux_grid,
+    beta_grid,
+    hier_grid,
+    multimodal_grid,
+    vqhead_grid,
+)
 from mtvae.experiments.spec import Block, GridSpec
 from mtvae.experiments.tuning import Config, choose, configs, default
 from mtvae.moo import get_combiner
@@ -137,8 +147,11 @@ def tables_grid(profile: Profile, root: str | Path | None = None) -> GridSpec:
                                 "budgets, both protocols, classical references")
 
 
-GRIDS: dict[str, Callable[..., GridSpec]] = {"hetero": hetero_grid, "tables": tables_grid}
-STAGED = ("tables",)
+GRIDS: dict[str, Callable[..., GridSpec]] = {
+    "hetero": hetero_grid, "tables": tables_grid, "aux": aux_grid,
+    "multimodal": multimodal_grid, "hier": hier_grid, "vqhead": vqhead_grid,
+    "beta": beta_grid}
+STAGED = ("tables", *STAGED_SETTINGS)
 """Grids whose later blocks depend on earlier records: rebuilt after every pass."""
 
 

@@ -44,6 +44,8 @@ class VQVAE(nn.Module):
             :mod:`mtvae.likelihoods`).
         n_classes: add a label head p(y | z_q) with this many classes (``None``: none).
         head_hidden: hidden width of the label head.
+        label_weight: lambda, the weight of the label head's cross-entropy task (a tuned
+            plain sum; 1 is the unweighted sum).
         quantizer_options: overrides passed to the quantiser preset.
     """
 
@@ -57,9 +59,12 @@ class VQVAE(nn.Module):
         likelihood: str | Likelihood = "bernoulli",
         n_classes: int | None = None,
         head_hidden: int = 128,
+        label_weight: float = 1.0,
         **quantizer_options: object,
     ) -> None:
         super().__init__()
+        check_positive("label_weight", label_weight)
+        self.label_weight = float(label_weight)
         if not isinstance(code_dim, int) or code_dim < 1:
             raise MTVAEError(f"code_dim must be a positive integer, got {code_dim!r}")
         if n_classes is not None and (not isinstance(n_classes, int) or n_classes < 2):
@@ -128,7 +133,8 @@ class VQVAE(nn.Module):
             if "y" not in batch:
                 raise MTVAEError("the label head needs labels: the batch has no 'y'")
             logits = self.head(out.z_q)
-            tasks["y"] = F.cross_entropy(logits, batch["y"])
+            ce = F.cross_entropy(logits, batch["y"])
+            tasks["y"] = ce if self.label_weight == 1.0 else self.label_weight * ce
             stats["accuracy"] = (logits.argmax(1) == batch["y"]).float().mean().detach()
         return Terms(tasks=tasks, regularizers=dict(out.losses), shared=out.z_q, stats=stats)
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mtvae.data import Dataset
+from mtvae.data import Dataset, Split
 from mtvae.data.semisup import with_label_fraction
 from mtvae.data.shapes import FACTOR_NAMES
 from mtvae.models import VAE, MultitaskVAE
@@ -57,13 +57,7 @@ class Study(ChapterStudy):
 
     def heads(self, dataset: str) -> tuple[dict[str, int], dict[str, Target]]:
         """Head sizes and targets: the digit, or every generative factor of the shapes."""
-        data = self.data(dataset)
-        if dataset == "mnist5k":
-            return {"y_digit": int(data.n_classes or 10)}, {"y_digit": "y"}
-        names = list(data.info["factor_names"])  # type: ignore[call-overload]
-        targets = factor_targets(names, names)
-        sizes = dict(zip(names, data.info["factor_sizes"], strict=True))  # type: ignore[call-overload]
-        return {k: int(sizes[k[2:]]) for k in targets}, targets
+        return heads_of(self.data(dataset), dataset)
 
     def config(self, dataset: str, method: str, seed: int, fraction: float | None
                ) -> dict[str, Any]:
@@ -147,6 +141,17 @@ class Study(ChapterStudy):
         return pd.DataFrame(rows)
 
 
+def heads_of(data: Dataset, dataset: str) -> tuple[dict[str, int], dict[str, Target]]:
+    """Head sizes and targets of ``data``: the digit (MNIST-5k) or every generative factor
+    (shapes)."""
+    if dataset == "mnist5k":
+        return {"y_digit": int(data.n_classes or 10)}, {"y_digit": "y"}
+    names = list(data.info["factor_names"])  # type: ignore[call-overload]
+    targets = factor_targets(names, names)
+    sizes = dict(zip(names, data.info["factor_sizes"], strict=True))  # type: ignore[call-overload]
+    return {k: int(sizes[k[2:]]) for k in targets}, targets
+
+
 def label(split: Any, target: Target) -> torch.Tensor:
     """The labels a target names, from a split's tensors (on the CPU)."""
     key, col = (target, None) if isinstance(target, str) else target
@@ -166,24 +171,43 @@ def codes(model: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
 @torch.no_grad()
 def head_accuracy(model: MultitaskVAE, data: Dataset) -> dict[str, float]:
     """Test accuracy of every head at the posterior mean."""
+    return split_head_accuracy(model, data.test)
+
+
+@torch.no_grad()
+def split_head_accuracy(model: MultitaskVAE, split: Split, labelled_only: bool = False
+                        ) -> dict[str, float]:
+    """Accuracy of every head at the posterior mean on ``split`` (with ``labelled_only``,
+    on its rows whose ``labelled`` mask is set: the labels a semi-supervised run may use)."""
     model.eval()
     dev = next(model.parameters()).device
-    probs = model.predict(data.test.x.to(dev))
-    return {h: float((p.argmax(-1).cpu() == label(data.test, model.targets[h])).float().mean())
-            for h, p in probs.items()}
+    probs = model.predict(split.x.to(dev))
+    keep = (split.tensors["labelled"].cpu() > 0 if labelled_only
+            else torch.ones(len(split), dtype=torch.bool))
+    if not bool(keep.any()):
+        return {h: float("nan") for h in probs}
+    return {h: float((p.argmax(-1).cpu() == label(split, model.targets[h]))[keep]
+                     .float().mean()) for h, p in probs.items()}
 
 
 @torch.no_grad()
 def test_elbo(model: nn.Module, data: Dataset, samples: int, seed: int) -> dict[str, float]:
     """Negative ELBO and KL per test image, averaged over ``samples`` posterior draws."""
+    parts = split_elbo(model, data.test, samples, seed)
+    return {"test_nelbo": parts["nelbo"], "test_kl": parts["kl"]}
+
+
+@torch.no_grad()
+def split_elbo(model: nn.Module, split: Split, samples: int, seed: int) -> dict[str, float]:
+    """Negative ELBO and KL per image of ``split``, averaged over ``samples`` draws."""
     model.eval()
     torch.manual_seed(seed)
     dev = next(model.parameters()).device
-    x = data.test.x.to(dev)
+    x = split.x.to(dev)
     vae_terms = VAE.loss_terms  # the ELBO alone, whatever heads the model has
     stats = [vae_terms(model, {"x": x}).stats for _ in range(samples)]  # type: ignore[arg-type]
-    return {"test_nelbo": float(np.mean([float(t["nelbo"]) for t in stats])),
-            "test_kl": float(np.mean([float(t["kl"]) for t in stats]))}
+    return {"nelbo": float(np.mean([float(t["nelbo"]) for t in stats])),
+            "kl": float(np.mean([float(t["kl"]) for t in stats]))}
 
 
 def _rows(record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mtvae.data import Dataset
+from mtvae.data import Dataset, Split
 from mtvae.models import HierarchicalVAE
 from mtvae.models.hierarchical import Codes
 from mtvae.probes import linear_probe
@@ -53,10 +53,7 @@ class Study(ChapterStudy):
         return tuple(info["factor_names"]) if "factor_names" in info else ("digit",)
 
     def labels(self, name: str, split: str) -> dict[str, torch.Tensor]:
-        part = self.data(name).splits()[split]
-        if "factors" in part.tensors:
-            return {t: part.tensors["factors"][:, j] for j, t in enumerate(self.targets(name))}
-        return {"digit": part.y}
+        return labels_of(self.data(name), split)
 
     def chance(self, name: str) -> dict[str, float]:
         """Accuracy of always predicting the training split's most frequent class."""
@@ -129,14 +126,30 @@ class Study(ChapterStudy):
                            for m in ("sum", *s.moo_methods) for seed in s.seeds])
 
 
+def labels_of(data: Dataset, split: str) -> dict[str, torch.Tensor]:
+    """What the probes predict on ``split``: the digit, or each generative factor."""
+    part = data.splits()[split]
+    if "factors" in part.tensors:
+        return {t: part.tensors["factors"][:, j]
+                for j, t in enumerate(data.info["factor_names"])}  # type: ignore[arg-type]
+    return {"digit": part.y}
+
+
 @torch.no_grad()
 def _test_parts(model: HierarchicalVAE, data: Dataset) -> dict[str, float]:
     """Mean test distortion, rate per layer and negative ELBO in nats (one sample, seed 0)."""
+    return split_parts(model, data.test)
+
+
+@torch.no_grad()
+def split_parts(model: HierarchicalVAE, split: Split) -> dict[str, float]:
+    """Mean distortion, rate per layer and negative ELBO of ``split`` in nats (one sample,
+    seed 0)."""
     torch.manual_seed(0)
     sums = np.zeros(3)
-    for batch in data.test.batches(500):
+    for batch in split.batches(500):
         sums += [float(p.sum()) for p in model.elbo_parts(batch["x"])]
-    d, r1, r2 = sums / len(data.test)
+    d, r1, r2 = sums / len(split)
     return {"distortion": d, "kl1": r1, "kl2": r2, "rate": r1 + r2, "nelbo": d + r1 + r2}
 
 

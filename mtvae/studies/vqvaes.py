@@ -87,7 +87,8 @@ def build_vq(cfg: dict[str, Any]) -> VQVAE:
     if cfg["quantizer"] != "fsq":
         options |= {"beta": cfg["beta"], "decay": cfg["decay"]}
     return VQVAE((1, 28, 28), cfg["quantizer"], cfg["num_codes"], code_dim=cfg["code_dim"],
-                 channels=cfg["channels"], n_classes=cfg.get("n_classes"), **options)
+                 channels=cfg["channels"], n_classes=cfg.get("n_classes"),
+                 label_weight=cfg.get("label_weight", 1.0), **options)
 
 
 def train_vq(study: Study, name: str, cfg: dict[str, Any]) -> tuple[VQVAE, FitResult]:
