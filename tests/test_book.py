@@ -362,3 +362,11 @@ def test_no_paragraph_is_repeated(built_html: Path) -> None:
                 repeated.append(f"{page.relative_to(built_html)}: {text[:100]}…")
             seen.add(text)
     assert not repeated, "paragraphs printed twice:\n" + "\n".join(repeated)
+
+
+def test_appendix_tables_are_numbered_by_the_appendix_letter(built_html: Path) -> None:
+    """Table A.1, … as in the PDF, not "Table 1" next to Chapter 1's "Table 1.1"."""
+    page = (built_html / "book" / "chapters" / "99_reproducibility.html").read_text("utf8")
+    numbers = re.findall(r'caption-number">(?:Table|Fig\. |Figure) ([^<\s]+)', page)
+    assert numbers, "the appendix has no numbered table"
+    assert all(re.fullmatch(r"A\.\d+", n) for n in numbers), numbers

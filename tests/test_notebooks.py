@@ -59,14 +59,23 @@ def test_every_toc_chapter_has_a_source():
 def test_one_code_visibility_rule_and_captioned_figures(source):
     """Every code cell is either plumbing (``remove-cell``) or shows its output with the code
     folded (``hide-input``); a cell that draws a figure gives it a caption and a ``fig-`` name
-    (myst-nb ``mystnb.figure`` metadata), so the figure is numbered and can be referenced."""
-    for i, cell in enumerate(jupytext.read(source).cells):
-        if cell.cell_type != "code":
-            continue
+    (myst-nb ``mystnb.figure`` metadata), so the figure is numbered and can be referenced.
+
+    Figures are shown with ``plots.show(fig)``, never ``plt.show()``: it refuses a figure whose
+    text would print below 8 pt at the thesis text width, so every execution of a chapter (the
+    nbval run below, ``mtvae regenerate``) checks every figure it draws; and a chapter that
+    draws figures sets the house style (``plots.set_style()``) that they are sized for."""
+    cells = [c for c in jupytext.read(source).cells if c.cell_type == "code"]
+    draws = any("plots.show(" in c.source for c in cells)
+    assert not draws or any("plots.set_style()" in c.source for c in cells), (
+        "call plots.set_style() in the setup cell")
+    for i, cell in enumerate(cells):
         tags = _tags(cell)
         assert "remove-input" not in tags, f"cell {i}: use hide-input, not remove-input"
         assert "remove-cell" in tags or "hide-input" in tags, f"cell {i}: tag it hide-input"
-        if "plt.show()" in cell.source:
+        assert "plt.show(" not in cell.source, (
+            f"cell {i}: show figures with plots.show(fig), which checks their printed text size")
+        if "plots.show(" in cell.source:
             figure = cell.metadata.get("mystnb", {}).get("figure", {})
             assert figure.get("caption") and str(figure.get("name", "")).startswith("fig-"), (
                 f"cell {i} draws a figure without mystnb.figure caption and fig- name")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from mtvae import plots
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ("xelatex", "latexmk", "pdftotext", "pdffonts", "pdftoppm")
 MISSING = [t for t in TOOLS if shutil.which(t) is None]
@@ -131,3 +133,32 @@ def test_pdf_embeds_every_font(pdf: Path) -> None:
     assert rows, "pdffonts lists no fonts"
     not_embedded = [r for r in rows if r.split()[-5] != "yes"]
     assert not not_embedded, "fonts not embedded:\n" + "\n".join(not_embedded)
+
+
+def test_pdf_text_width_is_the_width_figures_are_drawn_for(pdf: Path) -> None:
+    """``mtvae.plots`` sizes every figure (and checks its printed font size) for this width."""
+    log = pdf.with_suffix(".log").read_text(encoding="utf8", errors="replace")
+    found = re.search(r"mtvae textwidth: ([\d.]+)pt", log)
+    assert found, "the LaTeX preamble in _config.yml no longer reports \\textwidth"
+    assert float(found.group(1)) / 72.27 == pytest.approx(plots.TEXT_WIDTH_IN, abs=0.01)
+
+
+def test_pdf_numbers_appendix_tables_by_the_appendix_letter(pdf_text: str) -> None:
+    appendix = re.search(r"^\s*APPENDIX\s*\n\s*\n*\s*A\s*$", pdf_text, re.MULTILINE)
+    assert appendix, "no Appendix A heading in the PDF"
+    captions = re.findall(r"Table ([0-9A-Z]+)\.\d+:", pdf_text[appendix.end():])
+    assert captions and set(captions) == {"A"}, f"appendix tables numbered {captions}"
+
+
+def test_pdf_front_matter_running_heads_name_their_own_page(pdf_text: str) -> None:
+    """The running foot of each contents / list page names that list, not a chapter."""
+    pages = [p.strip() for p in pdf_text.split("\f")]
+    titles = ("Contents", "List of Figures", "List of Tables", "Introduction")
+    starts = [next(i for i, p in enumerate(pages) if p.lower().startswith(t.lower()))
+              for t in titles]
+    for title, first, end in zip(titles, starts, starts[1:], strict=False):
+        for page in pages[first:end]:
+            foot = " ".join(w for w in page.splitlines()[-1].split()
+                            if not re.fullmatch(r"[ivxlc]+", w))  # the page number
+            assert not foot or foot.lower() == title.lower(), (
+                f"a page of the {title} has the running foot {foot!r}")
