@@ -17,7 +17,8 @@ from mtvae.experiments.setting_grids import (
     mm_choices,
     vq_choices,
 )
-from mtvae.experiments.staged import Tuning, family_of, options
+from mtvae.experiments.staged import Tuning, options
+from mtvae.experiments.tuning import family_of
 from mtvae.models.vqvae import VQVAE
 from mtvae.profiles import get_profile
 from mtvae.results import new_record, write_record

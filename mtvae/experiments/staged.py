@@ -23,7 +23,6 @@ record and refuses test metrics; a failed run makes its configuration ineligible
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,8 @@ import pandas as pd
 
 from mtvae.errors import MTVAEError
 from mtvae.experiments.spec import Block
+from mtvae.experiments.tuning import smoothed
 from mtvae.moo import get_combiner
-from mtvae.moo.chain import parse_spec
-from mtvae.moo.methods import AGGREGATORS
 from mtvae.results import read_record, results_dir, run_id
 from mtvae.studies.selection import select_on_validation
 
@@ -83,13 +81,7 @@ class Tuning:
 
 
 def _smoothed(family: str, c: float) -> str:
-    spec = parse_spec(family)
-    if spec.aggregator is None or "crmogm" not in AGGREGATORS[spec.aggregator].options:
-        raise MTVAEError(f"{family!r} has no aggregator with a 'crmogm' option to tune; the "
-                         "settings grids tune Gramian aggregators (mgda, pcgrad, imtl-g, "
-                         "upgrad, dualproj, aligned-mtl, cagrad, ...)")
-    text, at, space = family.partition("@")
-    method = (text if c == 0.0 else f"{text}[crmogm={c:g}]") + at + space
+    method = smoothed(family, c)
     get_combiner(method)
     return method
 
@@ -101,11 +93,6 @@ def options(tuning: Tuning, family: str) -> list[dict[str, Any]]:
         return [{"method": "sum", tuning.weight_key: float(w)} for w in ws]
     return [{"method": _smoothed(family, float(c)), tuning.weight_key: 1.0}
             for c in tuning.crmogm]
-
-
-def family_of(method: str) -> str:
-    """``imtl-g[crmogm=0.5]`` -> ``imtl-g``; the sum at any weight -> ``sum``."""
-    return "sum" if method == "sum" else re.sub(r"\[[^\]]*\]", "", method)
 
 
 def _config(base: Mapping[str, Any], option: Mapping[str, Any], seed: int) -> dict[str, Any]:

@@ -42,21 +42,22 @@ def family_of(method: str) -> str:
     return re.sub(r"\[[^\]]*\]", "", method)
 
 
+def smoothed(family: str, c: float) -> str:
+    """The spec of ``family`` with CR-MOGM smoothing ``c`` on its aggregator (0: none)."""
+    spec = parse_spec(family)
+    if spec.aggregator is None or "crmogm" not in AGGREGATORS[spec.aggregator].options:
+        raise MTVAEError(f"{family!r} has no aggregator with a 'crmogm' option to tune; the "
+                         "grids tune Gramian aggregators (mgda, pcgrad, imtl-g, upgrad, "
+                         "dualproj, aligned-mtl, cagrad, ...) and chains ending in one")
+    text, at, space = family.partition("@")
+    return (text if c == 0.0 else f"{text}[crmogm={c:g}]") + at + space
+
+
 def variants(family: str) -> tuple[str, ...]:
     """The family's three variants (the first is its default)."""
     if family == "sum":
         return SUM_VARIANTS
-    spec = parse_spec(family)
-    if spec.aggregator is None or "crmogm" not in AGGREGATORS[spec.aggregator].options:
-        raise MTVAEError(f"{family!r} has no aggregator with a 'crmogm' option to tune; the "
-                         "tables grid tunes Gramian aggregators (mgda, pcgrad, imtl-g, upgrad, "
-                         "dualproj, aligned-mtl, cagrad, ...) and chains ending in one")
-    text, at, space = family.partition("@")
-    out = []
-    for c in CRMOGM:
-        step = text if c == 0.0 else f"{text}[crmogm={c}]"
-        out.append(step + at + space)
-    return tuple(out)
+    return tuple(smoothed(family, c) for c in CRMOGM)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from mtvae.experiments.setting_grids import (
     mm_points,
     vq_fixed,
 )
-from mtvae.experiments.staged import choose_option, family_of, grid_folder, options
+from mtvae.experiments.staged import choose_option, grid_folder, options
+from mtvae.experiments.tuning import family_of
 from mtvae.profiles import Profile
 from mtvae.results import run_id
 
