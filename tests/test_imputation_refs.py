@@ -80,7 +80,7 @@ def test_hetero_vae_mean_estimator_in_original_units_hand_example():
             head.weight.zero_()
         model.heads[0].bias.copy_(torch.tensor([-0.5, softplus_inverse(0.4 - 1e-3)]))
         model.heads[1].bias.copy_(torch.tensor([loc, softplus_inverse(s - 1e-3)]))
-        model.heads[2].bias.copy_(torch.tensor([softplus_inverse(rate - 1e-6)]))
+        model.heads[2].bias.copy_(torch.tensor([math.log(rate - 1e-6)]))  # the log link
         model.heads[3].bias.copy_(torch.tensor([0.0, 2.0, 1.0]))
     shift, scale = float(scaler.shift[1]), float(scaler.scale[1])
     mu, sigma = shift + scale * loc, scale * s

@@ -28,8 +28,8 @@ threshold 1/2, cat by the argmax of its one-hot columns. Reals and pos columns a
 predicted on the model's scale (the log for pos); counts on the count scale.
 
 The settings (:data:`SETTINGS`) keep the largest tables (movies: 41 151 training rows, 23
-columns) to minutes on one thread; ``python -m mtvae bench``-style timings are in the
-issue-12 report. The trees' size is bounded because :class:`IterativeImputer` keeps every
+columns) to minutes of CPU on one thread (measured fit times per table: the issue-12
+notes). The trees' size is bounded because :class:`IterativeImputer` keeps every
 iteration's fitted estimators to replay them in ``transform``.
 """
 
@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -79,8 +79,8 @@ class _Layout:
     schema: Schema
     slices: list[slice]
     numeric: np.ndarray  # bool [M]: matrix column holds a standardised numeric value
-    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    std: np.ndarray = field(default_factory=lambda: np.ones(0))
+    mean: np.ndarray  # [M], 0 for one-hot columns
+    std: np.ndarray  # [M], 1 for one-hot columns
 
     @classmethod
     def for_schema(cls, schema: Schema) -> _Layout:
