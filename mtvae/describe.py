@@ -84,7 +84,8 @@ def dataset_usage(profile: Profile | str) -> dict[str, dict[str, list[Any]]]:
 
     A study uses a dataset when any of its settings (nested ones included) is the dataset's
     name, or when :data:`IMPLICIT_DATASETS` says so; rates are the numbers under settings
-    whose name contains ``missing_rate``, caps those under ``max_rows``.
+    whose name contains ``missing_rate``, caps those under ``max_rows`` (or, per table, a
+    study's ``row_caps`` pairs).
     """
     names = set(available_datasets())
     usage: dict[str, dict[str, list[Any]]] = {}
@@ -95,11 +96,13 @@ def dataset_usage(profile: Profile | str) -> dict[str, dict[str, list[Any]]]:
         rates = {float(v) for k, v in leaves if "missing_rate" in k
                  and isinstance(v, (int, float)) and not isinstance(v, bool)}
         caps = {int(v) for k, v in leaves if k == "max_rows" and isinstance(v, int)}
+        per_table = dict(getattr(s, "row_caps", ()) or ())  # e.g. the tables grid's caps
         for name in sorted(used):
             entry = usage.setdefault(name, {"studies": [], "missing_rates": [], "max_rows": []})
             entry["studies"].append(study)
             entry["missing_rates"] = sorted(set(entry["missing_rates"]) | rates)
-            entry["max_rows"] = sorted(set(entry["max_rows"]) | caps)
+            own = {int(per_table[name])} if name in per_table else caps
+            entry["max_rows"] = sorted(set(entry["max_rows"]) | own)
     return usage
 
 
@@ -260,10 +263,11 @@ def _hier_models(s: Any) -> dict[str, nn.Module]:
 
 
 # Study field -> the models it trains. Add an entry when a study brings a new model. The
-# ``grid`` study (Chapter 5) trains Chapter 3's network on its own tables.
+# ``grid`` and ``tables`` studies (Chapter 5) train Chapter 3's network on their own tables.
 MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "vae": _vae_models, "vq": _vq_models, "hetero": _hetero_models, "grid": _hetero_models,
     "aux": _aux_models, "multimodal": _multimodal_models, "hier": _hier_models,
+    "tables": _hetero_models,
 }
 
 

@@ -62,8 +62,9 @@ def test_studies_are_the_dataclass_fields_of_the_profile(extended):
 
 def test_dataset_usage_scans_settings_for_dataset_names_and_rates(extended):
     usage = D.dataset_usage(extended)
-    assert usage["diamonds"] == {"studies": ["extra"], "missing_rates": [0.1, 0.3],
-                                 "max_rows": [100]}
+    # diamonds: the tables grid (rates 10/30/50 %, 10 000 rows) and the test double
+    assert usage["diamonds"] == {"studies": ["tables", "extra"],
+                                 "missing_rates": [0.1, 0.3, 0.5], "max_rows": [100, 10000]}
     assert "not-a-dataset" not in usage
     hetero = get_profile("full").hetero
     for name in hetero.datasets:
@@ -86,10 +87,13 @@ def test_table_summary_matches_the_source_frames(summary):
 
 
 def test_table_summary_reports_the_studies_rates_and_caps(summary):
-    assert summary.loc["diamonds", "MCAR rates (%)"] == "10, 30"
-    assert summary.loc["diamonds", "rows used"] == "100"
-    assert summary.loc["diamonds", "studies"] == "extra"
-    assert summary.loc["movies", "studies"] == "–"  # no study of the profile uses it
+    # diamonds: the test double (10/30 %, 100 rows) and the tables grid (10/30/50 %, its
+    # per-table cap of 10 000 rows)
+    assert summary.loc["diamonds", "MCAR rates (%)"] == "10, 30, 50"
+    assert summary.loc["diamonds", "rows used"] == "100, 10000"
+    assert summary.loc["diamonds", "studies"] == "tables, extra"
+    assert summary.loc["movies", "studies"] == "tables"
+    assert summary.loc["movies", "rows used"] == "10000"
 
 
 def test_source_missing_is_per_column():
@@ -170,7 +174,9 @@ def test_model_summary_counts_parameters_of_the_profiles_models(extended):
     hetero = models.xs("hetero", level="study")
     assert len(hetero) == len(get_profile("full").hetero.datasets)
     assert models.loc[("vae", "MLP VAE"), "latent"] == s.latent_dim
-    assert D.studies_without_models(extended) == ["extra", "nested"]
+    without = D.studies_without_models(extended)
+    assert {"extra", "nested"} <= set(without) and "tables" not in without
+    assert not set(without) & set(D.MODEL_BUILDERS)
 
 
 def test_compute_table_converts_the_manifest():
