@@ -319,8 +319,9 @@ class ParameterCombiner(_ChainCombiner):
 
 
 def available() -> list[str]:
-    """Every method name accepted by :func:`get_combiner` (chain them with ``+``)."""
-    return ["sum", *(f"sum:{w}" for w in SUM_WEIGHTINGS[1:]), *method_names()]
+    """Every method name accepted by :func:`get_combiner` (chain them with ``+``); the sum's
+    static weightings (``sum:initial-loss``, ``sum:type``) are :data:`SUM_WEIGHTINGS`."""
+    return ["sum", *method_names()]
 
 
 def get_combiner(name: str | Combiner) -> Combiner:
