@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtvae import rng
-from mtvae.divergences import kl_std_normal, log_normal, log_std_normal
+from mtvae.divergences import kl_std_normal
 from mtvae.errors import MTVAEError, check_positive
 from mtvae.likelihoods import Likelihood, make_likelihood
+from mtvae.models.vae import importance_log_weights
 from mtvae.nets import mlp
 from mtvae.terms import Terms
 
@@ -209,14 +210,6 @@ class ConditionalVAE(nn.Module):
         """
         onehot = self.one_hot(y)
         loc, scale = self.encode(x, onehot)
-        b = x.shape[0]
-        chunk = chunk or k
-        out = []
-        for start in range(0, k, chunk):
-            kc = min(chunk, k - start)
-            z = loc + scale * torch.randn(kc, *scale.shape, device=x.device, dtype=x.dtype)
-            params = self.decode(z.reshape(kc * b, -1), onehot.repeat(kc, 1))
-            xr = x.unsqueeze(0).expand(kc, *x.shape).reshape(kc * b, *x.shape[1:])
-            log_px = self.likelihood.log_prob(params, xr).reshape(kc, b)
-            out.append(log_px + log_std_normal(z) - log_normal(z, loc, scale))
-        return torch.cat(out, dim=0)
+        return importance_log_weights(
+            x, loc, scale, k, chunk,
+            lambda z, xr, kc: self.likelihood.log_prob(self.decode(z, onehot.repeat(kc, 1)), xr))

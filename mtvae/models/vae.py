@@ -10,7 +10,7 @@ the IWAE bound (Burda et al. 2016) is computed in :mod:`mtvae.metrics`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,24 @@ from mtvae.likelihoods import Likelihood, make_likelihood
 from mtvae.nets import ConvDecoder, ConvEncoder, GridDecoder, GridEncoder, mlp
 from mtvae.terms import Terms
 
+
+def importance_log_weights(x: Tensor, loc: Tensor, scale: Tensor, k: int, chunk: int | None,
+                           log_lik: Callable[[Tensor, Tensor, int], Tensor]) -> Tensor:
+    """log p(x | z) + log p(z) - log q(z | x) for ``k`` samples of ``N(loc, scale)``: ``[k, B]``.
+
+    ``log_lik(z, x, kc)`` gives log p(x | z) for ``kc * B`` flattened samples ``z`` and the
+    matching copies of ``x``; ``chunk`` bounds how many samples are decoded at once.
+    """
+    b = x.shape[0]
+    chunk = chunk or k
+    out = []
+    for start in range(0, k, chunk):
+        kc = min(chunk, k - start)
+        z = loc + scale * torch.randn(kc, *scale.shape, device=x.device, dtype=x.dtype)
+        xr = x.unsqueeze(0).expand(kc, *x.shape).reshape(kc * b, *x.shape[1:])
+        log_px = log_lik(z.reshape(kc * b, -1), xr, kc).reshape(kc, b)
+        out.append(log_px + log_std_normal(z) - log_normal(z, loc, scale))
+    return torch.cat(out, dim=0)
 
 class _SplitFlatten(nn.Module):
     """[B, 2c, H, W] -> [B, 2cHW] laid out as (all locations, all scales) for ``encode``."""
@@ -153,14 +171,6 @@ class VAE(nn.Module):
         Returns ``[k, B]``. ``chunk`` bounds how many samples are decoded at once.
         """
         loc, scale = self.encode(x)
-        b = x.shape[0]
-        chunk = chunk or k
-        out = []
-        for start in range(0, k, chunk):
-            kc = min(chunk, k - start)
-            z = loc + scale * torch.randn(kc, *scale.shape, device=x.device, dtype=x.dtype)
-            params = self.decode(z.reshape(kc * b, -1))
-            xr = x.unsqueeze(0).expand(kc, *x.shape).reshape(kc * b, *x.shape[1:])
-            log_px = self.likelihood.log_prob(params, xr).reshape(kc, b)
-            out.append(log_px + log_std_normal(z) - log_normal(z, loc, scale))
-        return torch.cat(out, dim=0)
+        return importance_log_weights(
+            x, loc, scale, k, chunk,
+            lambda z, xr, kc: self.likelihood.log_prob(self.decode(z), xr))
