@@ -97,6 +97,27 @@ def test_one_backward_block_equals_the_two_pass_block(method):
     torch.testing.assert_close(s1.cos_update, s2.cos_update, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["imtl-g@parameter", "pcgrad@parameter-rescaled",
+                                    "upgrad[crmogm=0.5]@parameter"])
+def test_parameter_space_from_aliases_equals_torchjd_mtl_backward(method):
+    """Two steps on one model (the second uses the cached heads) against mtl_backward."""
+    model, batch = _hetero()
+    fast, slow = get_combiner(method), get_combiner(method)
+    for step in range(2):
+        grads = []
+        for comb, one_pass in ((fast, True), (slow, False)):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(5 + step)
+            terms = model.loss_terms(batch)
+            if not one_pass:
+                terms.task_inputs = None
+            comb.backward(terms, model)
+            grads.append([p.grad.clone() for p in model.parameters()])
+        assert all(g.abs().sum() > 0 for g in grads[0])  # heads and shared all got a step
+        for a, b in zip(*grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_mean_block_and_k_backward_reference_equal_the_plain_step():
     plain, _ = _grads("sum")
     for method in ["mean", KBackward()]:

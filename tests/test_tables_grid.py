@@ -98,6 +98,11 @@ def test_the_evaluation_blocks_appear_once_the_tuning_is_recorded(tmp_path):
     assert ("wine", "sum:type") in chosen and ("wine", "sum") not in chosen
     assert ("wine", "pcgrad") in chosen
     assert len(after) > len(before)
+    # parameter space: evaluated at the tuning rate only, on the first parameter_seeds seeds
+    param = [r.config for r in after.runs() if r.kind == "tables"
+             and "@parameter" in r.config["method"] and r.config["seed"] not in t.tuning_seeds]
+    assert param and {c["missing_rate"] for c in param} == {t.tuning_rate}
+    assert {c["seed"] for c in param} == set(t.seeds[:t.parameter_seeds])
 
 
 def test_where_selects_runs_and_names_unknown_keys():

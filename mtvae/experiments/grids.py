@@ -127,14 +127,16 @@ def tables_grid(profile: Profile, root: str | Path | None = None) -> GridSpec:
     for ds in t.datasets:
         cap = _row_cap(t, ds)
         for fam in tables_families(t, ds):
+            seeds, rates = tables_seeds(t, ds), t.missing_rates
+            if fam in t.parameter_families:  # the narrower question: one rate, fewer seeds
+                seeds, rates = seeds[:t.parameter_seeds], (t.tuning_rate,)
             base = default(fam, t.lrs)
-            blocks.append(Block("tables", {"seed": tables_seeds(t, ds)},
+            blocks.append(Block("tables", {"seed": seeds},
                                 train | {"dataset": ds, "max_rows": cap, "method": base.method,
                                          "lr": base.lr, "missing_rate": t.tuning_rate}))
             pick = chosen.get((ds, fam))
             if pick is not None:
-                blocks.append(Block("tables", {"seed": tables_seeds(t, ds),
-                                               "missing_rate": t.missing_rates},
+                blocks.append(Block("tables", {"seed": seeds, "missing_rate": rates},
                                     train | {"dataset": ds, "max_rows": cap,
                                              "method": pick.method, "lr": pick.lr}))
     for ds in t.datasets:

@@ -21,11 +21,13 @@ Every combiner can also report :class:`~mtvae.moo.diagnostics.GradientStats` for
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+from torchjd.autojac import backward as torchjd_backward
 from torchjd.autojac import jac_to_grad, mtl_backward
 
 from mtvae.errors import MTVAEError, check_choice
@@ -282,7 +284,43 @@ class ActivationCombiner(_ChainCombiner):
 
 
 class ParameterCombiner(_ChainCombiner):
-    """Jacobian descent over the shared parameters with torchjd."""
+    """Jacobian descent over the shared parameters with torchjd.
+
+    With ``Terms.task_inputs`` the Jacobian takes two backward passes instead of one per
+    task: one through the heads gives every task's gradient at ``h`` (the rows of ``G_h``,
+    through the per-task aliases) and torchjd's ``backward`` carries them into the shared
+    parameters (``J = G_h dh/dθ``, the same rows ``mtl_backward`` computes task by task);
+    the task-specific parameters get the summed loss's gradient, which is each task's own
+    gradient where a head serves one task (``mtl_backward`` accumulates the same sum).
+    """
+
+    def __init__(self, spec: Spec) -> None:
+        super().__init__(spec)
+        self._heads: weakref.WeakKeyDictionary[nn.Module, list[Tensor]] = (
+            weakref.WeakKeyDictionary())
+
+    def _jacobian_from_aliases(self, terms: Terms, h: Tensor, model: nn.Module) -> None:
+        inputs = terms.task_inputs
+        assert inputs is not None
+        if len(inputs) != len(terms.tasks):
+            raise MTVAEError(f"Terms.task_inputs has {len(inputs)} entries for "
+                             f"{len(terms.tasks)} tasks; give one alias of 'shared' per task")
+        heads = self._heads.get(model)
+        tasks = torch.stack(list(terms.tasks.values())).sum()
+        wanted = [*inputs, *(heads or [])]
+        grads = torch.autograd.grad(tasks, wanted, retain_graph=True, allow_unused=True)
+        rows = [torch.zeros_like(x) if g is None else g
+                for x, g in zip(inputs, grads[:len(inputs)], strict=True)]
+        torchjd_backward(h, jac_tensors=torch.stack(rows), retain_graph=True)
+        if heads is None:  # the first step: the heads are the parameters outside h's graph
+            heads = [p for p in model.parameters()
+                     if p.requires_grad and getattr(p, "jac", None) is None]
+            self._heads[model] = heads
+            grads = (*grads[:len(inputs)],
+                     *torch.autograd.grad(tasks, heads, retain_graph=True, allow_unused=True))
+        for p, g in zip(heads, grads[len(inputs):], strict=True):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
 
     def backward(self, terms: Terms, model: nn.Module, observe: bool = False
                  ) -> GradientStats | None:
@@ -296,8 +334,11 @@ class ParameterCombiner(_ChainCombiner):
         self._restore(len(losses), h.device)
         if terms.regularizers:
             torch.stack(list(terms.regularizers.values())).sum().backward(retain_graph=True)
-        # retain_graph: task losses may share nodes after h (e.g. columns of one tensor)
-        mtl_backward(list(terms.tasks.values()), features=h, retain_graph=True)
+        if terms.task_inputs is None or not h.requires_grad:
+            # retain_graph: task losses may share nodes after h (e.g. columns of one tensor)
+            mtl_backward(list(terms.tasks.values()), features=h, retain_graph=True)
+        else:
+            self._jacobian_from_aliases(terms, h, model)
         shared = [p for p in model.parameters() if getattr(p, "jac", None) is not None]
         self.chain.losses, self.chain.record = losses, observe
         if self.space == "parameter":
