@@ -161,7 +161,7 @@ def test_the_chapter_frames_from_records(tmp_path):
     assert (est["mode"] > est["predictive mean"]).all()
 
 
-def test_the_variants_of_a_family_train_as_one_stack():
+def test_the_variants_of_a_family_train_as_one_stack(tmp_path):
     from mtvae.experiments.runner import make_jobs
 
     spec = get_grid("tables", "smoke")
@@ -172,3 +172,12 @@ def test_the_variants_of_a_family_train_as_one_stack():
                  if j[0].config["dataset"] == "wine"}
     assert by_family["sum"] == set(variants("sum"))
     assert all(len({family_of(r.config["method"]) for r in j}) == 1 for j in jobs)
+    # the evaluation's missing rates and seeds share a stack too (each member its own mask)
+    _write_tuning(tmp_path, "smoke", lambda c: 0.1 if c["method"] == "sum" else 0.5)
+    spec = get_grid("tables", "smoke", tmp_path)
+    evaluation = [r for r in spec.runs() if r.kind == "tables" and r.config["method"] == "sum"
+                  and r.config["dataset"] == "wine" and r.config["seed"] not in t.tuning_seeds]
+    rates = {r.config["missing_rate"] for r in evaluation}
+    assert len(rates) > 1
+    assert [{r.config["missing_rate"] for r in j} for j in make_jobs(evaluation, stack=30)] \
+        == [rates]
