@@ -179,8 +179,9 @@ def fit(
         checkpoint_every: save the checkpoint at most every this many seconds (and always
             at the end); 0 saves after every epoch. Tiny tables run thousands of short
             epochs, where saving every epoch would dominate the run time.
-        monitor_every: record gradient-conflict statistics every this many steps into
-            ``FitResult.diagnostics`` (see :mod:`mtvae.moo.diagnostics`).
+        monitor_every: record gradient-conflict statistics every this many optimiser steps
+            (counted over the whole run, so a table with one step per epoch is not observed
+            at every step) into ``FitResult.diagnostics`` (see :mod:`mtvae.moo.diagnostics`).
         val_every: validate (and decide early stopping) every this many epochs and at the
             last one; tables with one step per epoch need not validate every step.
         check_every: per-step losses stay on the device; every this many steps (and at the
@@ -301,12 +302,13 @@ def _train_epoch(model: nn.Module, data: Dataset, comb: Combiner,
     since: torch.Tensor | None = None
     peak: torch.Tensor | None = None  # largest |loss| since the last check (NaN-propagating)
     n_seen = n_since = 0
+    first = (epoch - 1) * math.ceil(len(data.train) / batch_size)  # steps before this epoch
     for step, batch in enumerate(
         data.train.batches(batch_size, shuffle=True, generator=shuffle_gen, train=True)
     ):
         optimizer.zero_grad(set_to_none=True)
         terms = model.loss_terms(batch)
-        observe = monitor_every is not None and step % monitor_every == 0
+        observe = monitor_every is not None and (first + step) % monitor_every == 0
         stats = comb.backward(terms, model, observe=observe)
         if stats is not None:
             if log is None:

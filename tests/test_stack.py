@@ -178,3 +178,19 @@ def test_image_vaes_stack_and_parameter_space_refuses():
     with pytest.raises(MTVAEError, match="unstacked"):
         fit_stacked(models, [data, data], seeds=[0, 1], epochs=1, device="cpu",
                     progress="none", combiner="mgda@parameter")
+
+
+@pytest.mark.parametrize("combiner", ["sum", "pcgrad"])
+def test_monitor_every_counts_steps_over_the_whole_run_single_and_stacked(combiner):
+    """A table with one step per epoch is observed every monitor_every steps, not every step;
+    observing changes no number of the training."""
+    data = _tables([0])[0]
+    kw = KW | {"epochs": 6, "batch_size": 512, "patience": None}  # one step per epoch
+    assert math.ceil(len(data.train) / kw["batch_size"]) == 1
+    _, res = _run([0], [data], combiner=combiner, monitor_every=3, **kw)
+    single = fit(_hetero(0, data), data, seed=0, combiner=combiner, monitor_every=3, **kw)
+    quiet = fit(_hetero(0, data), data, seed=0, combiner=combiner, monitor_every=None, **kw)
+    assert res[0].diagnostics["steps_observed"] == 2  # steps 0 and 3 of 0..5
+    assert single.diagnostics["steps_observed"] == 2
+    _, res_quiet = _run([0], [data], combiner=combiner, monitor_every=None, **kw)
+    assert _traj(single) == _traj(quiet) and _traj(res[0]) == _traj(res_quiet[0])

@@ -341,6 +341,7 @@ def _train(members: list[_Member], models: list[nn.Module],
                         initial=start_epoch)
     started = time.perf_counter() - max(m.result.seconds for m in members)
     last_save = time.perf_counter()
+    per_epoch = math.ceil(n / batch_size)  # monitor_every counts steps over the whole run
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             t0 = time.perf_counter()
@@ -352,7 +353,8 @@ def _train(members: list[_Member], models: list[nn.Module],
             for step, start in enumerate(range(0, n, batch_size)):
                 assert run.order is not None
                 idx = run.order[:, start:start + batch_size]
-                observe = monitor_every is not None and step % monitor_every == 0
+                observe = (monitor_every is not None
+                           and ((epoch - 1) * per_epoch + step) % monitor_every == 0)
                 tasks = run.step(idx, observe, grad_clip)
                 seen += idx.shape[1]
                 if (step + 1) % check_every == 0:
