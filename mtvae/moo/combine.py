@@ -180,6 +180,13 @@ class _ChainCombiner:
             self.chain.load_state(self._pending, n_tasks, device)
         self._pending = None
 
+    def prepared_chain(self, losses: Tensor, observe: bool) -> Chain:
+        """The chain, with its checkpointed state restored and this step's losses set (the
+        stacked engine's entry point: one combiner per member)."""
+        self._restore(len(losses), losses.device)
+        self.chain.losses, self.chain.record = losses, observe
+        return self.chain
+
 
 def block_coefficients(chain: Chain, K: Tensor) -> Tensor:
     """Coefficients ``c`` with ``c @ G = update - plain`` for the Gramian ``K = G G^T``.
@@ -248,13 +255,6 @@ class ActivationCombiner(_ChainCombiner):
         self.chain.check_finite()
         return self.chain.last
 
-    def prepared_chain(self, losses: Tensor, observe: bool) -> Chain:
-        """The chain, with its checkpointed state restored and this step's losses set (the
-        stacked engine's entry point: one combiner per member)."""
-        self._restore(len(losses), losses.device)
-        self.chain.losses, self.chain.record = losses, observe
-        return self.chain
-
     def _one_pass(self, terms: Terms, h: Tensor, losses: Tensor, observe: bool) -> None:
         inputs = terms.task_inputs
         assert inputs is not None
@@ -281,6 +281,15 @@ class ActivationCombiner(_ChainCombiner):
         finally:
             for handle in handles:
                 handle.remove()
+
+
+def rescale_factor(chain: Chain, plain_norm: Tensor, update_norm: Tensor) -> Tensor:
+    """The factor that gives a parameter-space update the norm of the plain summed gradient
+    (``@parameter-rescaled``, as the activation block keeps the plain norm at ``h``); its
+    finiteness is noted for the chain's deferred check."""
+    scale = (plain_norm.double() / update_norm.double().clamp_min(1e-24)).float()
+    chain.note_finite(scale)
+    return scale
 
 
 class ParameterCombiner(_ChainCombiner):
@@ -351,8 +360,7 @@ class ParameterCombiner(_ChainCombiner):
         jac_to_grad(shared, self.chain)
         update = [p.grad - g0 for p, g0 in zip(shared, before, strict=True)]
         norm = torch.sqrt(sum((u.double() ** 2).sum() for u in update))
-        scale = (plain / norm.clamp_min(1e-24)).to(update[0].dtype)
-        self.chain.note_finite(scale)
+        scale = rescale_factor(self.chain, plain, norm)
         for p, g0, u in zip(shared, before, update, strict=True):
             p.grad = g0 + scale * u
         self.chain.check_finite()

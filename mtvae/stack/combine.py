@@ -6,8 +6,11 @@ backward pass for all members and tasks (member ``s``'s losses depend only on it
 then each member's rows are aggregated by its own combiner and the differences to the plain
 gradients are back-propagated once, together with the plain objective — the same
 single-backward block as :class:`mtvae.moo.combine.ActivationCombiner`, per member.
-Parameter-space MOO differentiates w.r.t. the shared *parameters*, which are stacked, so it
-would mix members: such runs train unstacked.
+Parameter-space MOO differentiates w.r.t. the shared *parameters*, which are stacked: the
+Jacobian of every member's task losses w.r.t. the stacked parameters is block-diagonal in
+the members (member ``s``'s losses depend only on its own slice), so one torchjd
+``backward`` from the task rows at ``h`` gives every member's Jacobian as a slice
+``jac[:, s]``, and each member's own combiner aggregates its slice (:func:`_parameter_space`).
 """
 
 from __future__ import annotations
@@ -16,18 +19,25 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torchjd.autojac import backward as torchjd_backward
 
 from mtvae.errors import MTVAEError
 from mtvae.moo import Combiner
 from mtvae.moo.chain import Chain
-from mtvae.moo.combine import ActivationCombiner, SumCombiner, stacked_corrections
+from mtvae.moo.combine import (
+    ActivationCombiner,
+    ParameterCombiner,
+    SumCombiner,
+    rescale_factor,
+    stacked_corrections,
+)
 from mtvae.moo.diagnostics import GradientStats, gradient_stats
 from mtvae.stack.forward import Packed
 
 
 def stackable(combiner: Combiner) -> bool:
     """Whether a combiner can run per member inside a stack."""
-    return isinstance(combiner, (SumCombiner, ActivationCombiner))
+    return isinstance(combiner, (SumCombiner, ActivationCombiner, ParameterCombiner))
 
 
 def _task_gradients(packed: Packed) -> Tensor:
@@ -61,13 +71,21 @@ def _sum_weights(packed: Packed, combiners: list[SumCombiner], tasks: tuple[str,
 
 
 def backward(packed: Packed, combiners: list[Combiner], observe: bool,
-             tasks: tuple[str, ...] = (), model: nn.Module | None = None
-             ) -> list[GradientStats | None]:
+             tasks: tuple[str, ...] = (), model: nn.Module | None = None,
+             params: list[Tensor] | None = None) -> list[GradientStats | None]:
     """Accumulate every member's gradients into the stacked parameters' ``.grad``.
 
     ``tasks`` (the task names) and ``model`` (the stack's template) are needed only by the
-    weighted sums (``sum:type`` reads the model's schema).
+    weighted sums (``sum:type`` reads the model's schema); ``params`` (the stacked leaves)
+    only by parameter-space MOO.
     """
+    if any(isinstance(c, ParameterCombiner) for c in combiners):
+        if not all(isinstance(c, ParameterCombiner) for c in combiners):
+            raise MTVAEError("a stack mixes parameter-space MOO with other combiners; stack "
+                             "runs of one space only")
+        if params is None:
+            raise MTVAEError("parameter-space MOO inside a stack needs the stacked parameters")
+        return _parameter_space(packed, combiners, params, observe)  # type: ignore[arg-type]
     total = packed.totals().sum()
     if all(isinstance(c, SumCombiner) for c in combiners):
         sums = [c for c in combiners if isinstance(c, SumCombiner)]
@@ -123,3 +141,60 @@ def _one_pass(packed: Packed, h: Tensor, chains: list[Chain], total: Tensor) -> 
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _parameter_space(packed: Packed, combiners: list[ParameterCombiner], params: list[Tensor],
+                     observe: bool) -> list[GradientStats | None]:
+    """Jacobian descent over each member's shared parameters, for all members at once.
+
+    One backward through the heads gives the task rows at ``h`` (``[T, S, ...]``), torchjd's
+    ``backward`` carries them into the stacked shared parameters (``.jac`` of shape
+    ``[T, S, ...]``, member ``s``'s Jacobian in slice ``s``), the heads get the summed
+    losses' gradient, and each member's chain aggregates its own ``[T, N]`` Jacobian exactly
+    as :class:`~mtvae.moo.combine.ParameterCombiner` does for a single run.
+    """
+    h, inputs = packed.shared, packed.task_inputs
+    if packed.tasks.shape[1] < 2:
+        raise MTVAEError(f"a MOO method needs at least two tasks to balance, but this model "
+                         f"returns {packed.tasks.shape[1]}; use 'sum'")
+    if h is None or not inputs:
+        raise MTVAEError("parameter-space MOO inside a stack needs Terms.shared and "
+                         "Terms.task_inputs; this model has none: train it unstacked "
+                         "(--no-stack)")
+    losses = packed.tasks.detach()
+    chains = [c.prepared_chain(losses[s], observe) for s, c in enumerate(combiners)]
+    if packed.regularizers.numel():
+        packed.regularizers.sum().backward(retain_graph=True)
+    tasks_total = packed.tasks.sum()
+    grads = torch.autograd.grad(tasks_total, inputs, retain_graph=True, allow_unused=True)
+    rows = torch.stack([torch.zeros_like(h) if g is None else g for g in grads])
+    # the leaves of h's graph (torchjd's default inputs) are the shared parameters
+    torchjd_backward(h, jac_tensors=rows, retain_graph=True)
+    shared = [p for p in params if getattr(p, "jac", None) is not None]
+    heads = [p for p in params if getattr(p, "jac", None) is None and p.requires_grad]
+    for p, g in zip(heads, torch.autograd.grad(tasks_total, heads, retain_graph=True,
+                                               allow_unused=True), strict=True):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
+    S, T = len(chains), len(inputs)
+    J = torch.cat([p.jac.transpose(0, 1).reshape(S, T, -1) for p in shared], dim=2)
+    for p in params:
+        if hasattr(p, "jac"):
+            del p.jac
+    updates = []
+    for s, (comb, chain) in enumerate(zip(combiners, chains, strict=True)):
+        update = chain(J[s])
+        if comb.space == "parameter-rescaled":
+            plain = J[s].sum(0).double().square().sum().sqrt()
+            update = rescale_factor(chain, plain, update.double().square().sum().sqrt()) * update
+        updates.append(update)
+    U = torch.stack(updates)
+    start = 0
+    for p in shared:
+        n = p[0].numel()
+        piece = U[:, start:start + n].reshape(p.shape)
+        p.grad = piece if p.grad is None else p.grad + piece
+        start += n
+    for chain in chains:
+        chain.check_finite()
+    return [chain.last for chain in chains]

@@ -195,8 +195,8 @@ def fit_stacked(
     for i in range(S):
         comb = get_combiner(specs[i])
         if not stackable(comb):
-            raise MTVAEError(f"{comb.name!r} acts on the shared parameters, which a stack "
-                             "holds for all members at once; train it unstacked (--no-stack)")
+            raise MTVAEError(f"{comb.name!r} cannot train inside a stack; train it unstacked "
+                             "(--no-stack)")
         members.append(_Member(
             i, seeds[i], datas[i].to(dev), comb,
             None if checkpoints[i] is None else Path(checkpoints[i]),  # type: ignore[arg-type]
@@ -311,7 +311,7 @@ class _StackRun:
         self.opt.zero_grad(set_to_none=True)
         packed = self.fwd(batch, normals, uniforms, training=True)
         stats = backward(packed, [m.combiner for m in self.members], observe, lay.tasks,
-                         self.stack.template)
+                         self.stack.template, list(self.stack.params.values()))
         if grad_clip is not None:
             _clip_per_member(self.stack, grad_clip)
         self.opt.step()
