@@ -70,8 +70,12 @@ def atomic_save(obj: object, path: Path) -> None:
     """``torch.save`` to a temporary file, then rename: a checkpoint is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # an interrupted save (Ctrl-C) leaves no temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _checkpoint_error(path: Path, problem: str) -> MTVAEError:
