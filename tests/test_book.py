@@ -161,7 +161,7 @@ def test_bibliography_renders(built_html: Path) -> None:
 # shared CPU cores, minutes on a GPU): `python -m mtvae regenerate --profile full --only 01 02`.
 # Until then the rendering checks below skip their pages; `test_awaiting_list_is_current`
 # fails as soon as one of them has been re-executed, so the list cannot go stale.
-AWAITING_REEXECUTION: frozenset[str] = frozenset()
+AWAITING_REEXECUTION = frozenset({"book/chapters/03_1_heterogeneous"})
 
 # a role left as text, a directive fence, or Markdown backticks printed literally
 UNRENDERED = re.compile(r"\{(glue|cite|numref|ref|doc|eq|term|download|math)(:[a-z]+)?\}"

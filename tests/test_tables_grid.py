@@ -181,3 +181,46 @@ def test_the_variants_of_a_family_train_as_one_stack(tmp_path):
     assert len(rates) > 1
     assert [{r.config["missing_rate"] for r in j} for j in make_jobs(evaluation, stack=30)] \
         == [rates]
+
+
+def _write_all(root, profile, skip=lambda run: False):
+    """Fake ok records for every run of the (rebuilt) smoke grid but those ``skip`` names."""
+    spec = get_grid("tables", profile, root)
+    for run in spec.runs():
+        path = root / spec.name / f"{run.id}.json"
+        if path.exists() or skip(run):
+            continue
+        metrics = {"test": {"mean_error": 0.3}, "val": {"mean_error": 0.3}}
+        write_record(path, new_record(spec.name, run.kind, dict(run.config),
+                                      {"status": "ok", "metrics": metrics},
+                                      seconds=0.0, device="cpu"))
+
+
+def test_complete_tables_names_only_tables_with_every_run_recorded(tmp_path):
+    profile = get_profile("smoke")
+    assert tables_study.complete_tables(tables_study.records(profile, tmp_path), profile,
+                                        tmp_path) == ()  # nothing recorded: empty, no error
+    _write_tuning(tmp_path, "smoke", lambda c: 0.1 if c["method"] == "sum" else 0.5)
+    runs = tables_study.records(profile, tmp_path)
+    assert tables_study.complete_tables(runs, profile, tmp_path) == ()  # no evaluation yet
+    # one reference of labour is missing: wine is complete, labour pending
+    _write_all(tmp_path, "smoke", skip=lambda r: r.kind == "reference"
+               and r.config["dataset"] == "labour" and r.config["imputer"] == "mice"
+               and r.config["seed"] == 1)
+    runs = tables_study.records(profile, tmp_path)
+    assert tables_study.complete_tables(runs, profile, tmp_path) == ("wine",)
+    _write_all(tmp_path, "smoke")
+    runs = tables_study.records(profile, tmp_path)
+    assert tables_study.complete_tables(runs, profile, tmp_path) == ("wine", "labour")
+
+
+def test_common_pairs_keeps_the_cells_every_method_finished():
+    rows = [("wine", 0.1, s, m, e) for s in (0, 1) for m, e in (("a", 0.2), ("b", 0.3))]
+    rows[3] = ("wine", 0.1, 1, "b", float("nan"))  # b diverged on seed 1
+    rows.append(("wine", 0.1, 2, "a", 0.2))  # b never ran seed 2
+    sc = pd.DataFrame(rows, columns=["dataset", "missing_rate", "seed", "method", "mean_error"])
+    kept = tables_study.common_pairs(sc, ["a", "b"])
+    assert set(kept.seed) == {0} and len(kept) == 2
+    assert len(tables_study.common_pairs(sc, ["a"])) == 3
+    with pytest.raises(MTVAEError, match="at least one"):
+        tables_study.common_pairs(sc, [])

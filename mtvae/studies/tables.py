@@ -13,7 +13,10 @@ references. This module turns them into the frames the chapters show and test:
 * :func:`protocols` — the default configurations scored both ways (the anchor paper's
   observed-cell reconstruction on validation, and the missing test cells), so the effect
   of the protocol is seen on the same runs;
-* :func:`estimators` — the predictive mean against the anchor's mode estimator.
+* :func:`estimators` — the predictive mean against the anchor's mode estimator;
+* :func:`complete_tables` — the tables whose every run is recorded, the only ones a chapter
+  reports while the grid is still running; :func:`common_pairs` keeps the (table, rate,
+  seed) cells that every compared method has finished.
 """
 
 from __future__ import annotations
@@ -26,9 +29,15 @@ import pandas as pd
 
 from mtvae.errors import MTVAEError
 from mtvae.experiments import load_results
-from mtvae.experiments.grids import tables_choices, tables_families, tables_seeds
+from mtvae.experiments.grids import (
+    tables_choices,
+    tables_families,
+    tables_grid,
+    tables_seeds,
+)
 from mtvae.experiments.tuning import default, family_of
 from mtvae.profiles import Profile
+from mtvae.results import results_dir
 
 TUNED_SUM = "sum (tuned)"
 REFERENCE_NAMES = {"mean": "mean/mode", "knn": "k-NN", "mice": "MICE (Bayesian ridge)",
@@ -36,11 +45,45 @@ REFERENCE_NAMES = {"mean": "mean/mode", "knn": "k-NN", "mice": "MICE (Bayesian r
 
 
 def records(profile: Profile, root: str | Path | None = None) -> pd.DataFrame:
-    """Every record of the profile's tables grid (ok and failed), with a ``family`` column."""
+    """Every record of the profile's tables grid (ok and failed), with a ``family`` column
+    (an empty frame with the key columns while nothing is recorded)."""
+    folder = (Path(root) if root is not None else results_dir()) / f"tables-{profile.name}"
+    if not any(folder.glob("*.json")):  # nothing recorded yet: an empty frame, not an error
+        return pd.DataFrame(columns=["id", "kind", "status", "dataset", "method", "lr", "seed",
+                                     "missing_rate", "family"])
     runs = load_results(f"tables-{profile.name}", root, status="all")
     runs["family"] = [family_of(m) if isinstance(m, str) else None
                       for m in runs.get("method", pd.Series([None] * len(runs)))]
     return runs
+
+
+def complete_tables(runs: pd.DataFrame, profile: Profile, root: str | Path | None = None
+                    ) -> tuple[str, ...]:
+    """The profile's tables (in its order) whose grid is finished: every family's tuning is
+    recorded (so its choice exists) and every run the grid asks of the table — tuning,
+    evaluation of the chosen and the default configurations, references — has a record
+    (ok or failed) among ``runs``. A chapter reports these and names the others pending."""
+    t = profile.tables
+    chosen = tables_choices(profile, root)
+    done = set(runs["id"]) if "id" in runs.columns else set()
+    wanted: dict[str, list[str]] = {ds: [] for ds in t.datasets}
+    for run in tables_grid(profile, root).runs():
+        wanted[str(run.config["dataset"])].append(run.id)
+    return tuple(ds for ds in t.datasets
+                 if all((ds, fam) in chosen for fam in tables_families(t, ds))
+                 and all(i in done for i in wanted[ds]))
+
+
+def common_pairs(scores: pd.DataFrame, methods: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """The rows of ``methods`` on the (table, rate, seed) cells where every one of them has a
+    finite score, so paired comparisons never meet a half-finished or diverged cell."""
+    if not len(methods):
+        raise MTVAEError("common_pairs needs at least one method")
+    key = ["dataset", "missing_rate", "seed"]
+    df = scores[scores.method.isin(methods) & np.isfinite(scores.mean_error.astype(float))]
+    n = df.groupby(key).method.nunique()
+    keep = n[n == len(set(methods))].index
+    return df[df.set_index(key).index.isin(keep)].reset_index(drop=True)
 
 
 def _score(cell: Any, key: str = "mean_error") -> float:
