@@ -69,8 +69,10 @@ def _grid_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     stacking.add_argument("--no-stack", action="store_true", help="train every run on its own")
     grid.add_argument("--max-minutes", type=float, default=None, metavar="M",
                       help="start no new job after M minutes; a second call continues")
-    grid.add_argument("--where", nargs="+", default=None, metavar="KEY=VALUE",
-                      help="only the runs whose config has these values (e.g. dataset=wine)")
+    grid.add_argument("--where", nargs="+", action="extend", default=None,
+                      metavar="KEY=VALUE",
+                      help="only the runs whose config has all these values (e.g. "
+                           "dataset=wine seed=0; the flag may be repeated)")
     grid.add_argument("--shard", default=None, metavar="i/n",
                       help="only the i-th of n disjoint parts of the grid (several machines)")
     slurm = grid.add_argument_group("slurm (--executor slurm)")

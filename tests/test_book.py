@@ -159,8 +159,9 @@ def test_bibliography_renders(built_html: Path) -> None:
 # Chapters whose committed executed notebook predates their current source. Chapter 3.1 now
 # reads the tables grid, which takes several sittings on two CPU cores: its page is
 # re-executed (`python -m mtvae regenerate --profile full --only 03`) once the grid's tables
-# are in; the committed page is the old study's. Until then the rendering checks below skip their pages; `test_awaiting_list_is_current`
-# fails as soon as one of them has been re-executed, so the list cannot go stale.
+# are in; the committed page is the old study's. Until then the rendering checks below skip
+# its page; `test_awaiting_list_is_current` fails as soon as it has been re-executed, so the
+# list cannot go stale.
 AWAITING_REEXECUTION = frozenset({"book/chapters/03_1_heterogeneous"})
 
 # a role left as text, a directive fence, or Markdown backticks printed literally

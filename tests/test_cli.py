@@ -306,3 +306,14 @@ def test_bench_grid_reports_runs_per_minute_for_workers_and_stacks():
     assert all(r["runs"] == 4 and r["runs_per_min"] > 0 for r in rows)  # 2 tables x 2 seeds
     assert [r["ratio"] for r in rows if r["stack"] == 1] == [1.0, 1.0]
     assert all(r["threads_per_worker"] == 1 for r in rows)
+
+
+def test_grid_where_keeps_every_condition_when_the_flag_is_repeated():
+    """`--where a=1 --where b=2` once kept only b=2 and silently ran far more runs."""
+    from mtvae.__main__ import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["grid", "aux", "--where", "seed=100", "--where", "dataset=mnist5k"]).where \
+        == ["seed=100", "dataset=mnist5k"]
+    assert parse(["grid", "aux", "--where", "seed=100", "dataset=mnist5k"]).where \
+        == ["seed=100", "dataset=mnist5k"]
