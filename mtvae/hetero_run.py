@@ -87,7 +87,11 @@ def fit_settings(cfg: dict[str, Any], data: Dataset) -> dict[str, Any]:
 
 
 def convergence(cfg: dict[str, Any], data: Dataset, result: FitResult) -> dict[str, Any]:
-    """How the run stopped: epochs and steps run, the best one, the cap, wall time."""
+    """How the run stopped: epochs and steps run, the best one, the cap, wall time.
+
+    ``train_seconds`` and ``ms_per_step`` are the wall time of the job while this run
+    trained: a stacked run shares it with the other members of its stack, so its own cost
+    is that divided by the record's ``engine["stack"]`` (the chapters divide)."""
     per_epoch = math.ceil(len(data.train) / cfg["batch_size"])
     steps = per_epoch * len(result.history)
     epochs, _ = budget(len(data.train), cfg["batch_size"], cfg["steps"], cfg["patience_steps"])
