@@ -21,9 +21,9 @@ def test_runs_differing_only_in_seed_form_stacked_jobs():
     runs = _spec(seeds=(0, 1, 2, 3, 4)).runs()
     jobs = make_jobs(runs, stack=2)
     stacked = [j for j in jobs if len(j) > 1]
-    assert all({r.config["method"] for r in j} == {"sum"} for j in stacked)
-    assert sorted(len(j) for j in jobs if j[0].config["method"] == "sum") == [1, 2, 2]
-    assert all(len(j) == 1 for j in jobs if "parameter" in j[0].config["method"])
+    assert all(len({r.config["method"] for r in j}) == 1 for j in stacked)
+    for method in ("sum", "pcgrad@parameter"):  # parameter space stacks too
+        assert sorted(len(j) for j in jobs if j[0].config["method"] == method) == [1, 2, 2]
     assert sorted(r.id for j in jobs for r in j) == sorted(r.id for r in runs)
     assert all(len(j) == 1 for j in make_jobs(runs, stack=1))
 
