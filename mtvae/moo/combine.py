@@ -22,7 +22,7 @@ Every combiner can also report :class:`~mtvae.moo.diagnostics.GradientStats` for
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -292,6 +292,36 @@ def rescale_factor(chain: Chain, plain_norm: Tensor, update_norm: Tensor) -> Ten
     return scale
 
 
+def jacobian_through_aliases(total: Tensor, inputs: Sequence[Tensor], h: Tensor,
+                             params: Iterable[Tensor], heads: list[Tensor] | None = None
+                             ) -> list[Tensor]:
+    """Store the task Jacobian w.r.t. the shared parameters in their ``.jac`` with two
+    backward passes whatever the number of tasks, and give the heads their gradient.
+
+    ``inputs`` are per-task aliases of ``h`` (task ``t``'s head reads ``inputs[t]`` only),
+    so one ``autograd.grad`` of the summed task losses w.r.t. the aliases gives every task's
+    row at ``h``; torchjd's ``backward`` carries those rows into the leaves of ``h``'s graph
+    (the shared parameters: ``.jac`` of shape ``[T, ...]``). The other trainable ``params``
+    (the heads, outside ``h``'s graph) receive the summed losses' gradient in ``.grad``.
+    Pass the ``heads`` an earlier call returned (same model) to skip the search for them
+    and one backward pass; the function returns them.
+    """
+    wanted = [*inputs, *(heads or [])]
+    grads = torch.autograd.grad(total, wanted, retain_graph=True, allow_unused=True)
+    rows = [torch.zeros_like(x) if g is None else g
+            for x, g in zip(inputs, grads[:len(inputs)], strict=True)]
+    torchjd_backward(h, jac_tensors=torch.stack(rows), retain_graph=True)
+    head_grads: Sequence[Tensor | None] = grads[len(inputs):]
+    if heads is None:  # the heads are the trainable parameters outside h's graph
+        heads = [p for p in params if p.requires_grad and getattr(p, "jac", None) is None]
+        head_grads = (torch.autograd.grad(total, heads, retain_graph=True, allow_unused=True)
+                      if heads else ())
+    for p, g in zip(heads, head_grads, strict=True):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
+    return heads
+
+
 class ParameterCombiner(_ChainCombiner):
     """Jacobian descent over the shared parameters with torchjd.
 
@@ -314,22 +344,9 @@ class ParameterCombiner(_ChainCombiner):
         if len(inputs) != len(terms.tasks):
             raise MTVAEError(f"Terms.task_inputs has {len(inputs)} entries for "
                              f"{len(terms.tasks)} tasks; give one alias of 'shared' per task")
-        heads = self._heads.get(model)
-        tasks = torch.stack(list(terms.tasks.values())).sum()
-        wanted = [*inputs, *(heads or [])]
-        grads = torch.autograd.grad(tasks, wanted, retain_graph=True, allow_unused=True)
-        rows = [torch.zeros_like(x) if g is None else g
-                for x, g in zip(inputs, grads[:len(inputs)], strict=True)]
-        torchjd_backward(h, jac_tensors=torch.stack(rows), retain_graph=True)
-        if heads is None:  # the first step: the heads are the parameters outside h's graph
-            heads = [p for p in model.parameters()
-                     if p.requires_grad and getattr(p, "jac", None) is None]
-            self._heads[model] = heads
-            grads = (*grads[:len(inputs)],
-                     *torch.autograd.grad(tasks, heads, retain_graph=True, allow_unused=True))
-        for p, g in zip(heads, grads[len(inputs):], strict=True):
-            if g is not None:
-                p.grad = g if p.grad is None else p.grad + g
+        total = torch.stack(list(terms.tasks.values())).sum()
+        self._heads[model] = jacobian_through_aliases(total, inputs, h, model.parameters(),
+                                                      self._heads.get(model))
 
     def backward(self, terms: Terms, model: nn.Module, observe: bool = False
                  ) -> GradientStats | None:

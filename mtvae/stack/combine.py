@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torchjd.autojac import backward as torchjd_backward
 
 from mtvae.errors import MTVAEError
 from mtvae.moo import Combiner
@@ -28,6 +27,7 @@ from mtvae.moo.combine import (
     ActivationCombiner,
     ParameterCombiner,
     SumCombiner,
+    jacobian_through_aliases,
     rescale_factor,
     stacked_corrections,
 )
@@ -165,17 +165,8 @@ def _parameter_space(packed: Packed, combiners: list[ParameterCombiner], params:
     chains = [c.prepared_chain(losses[s], observe) for s, c in enumerate(combiners)]
     if packed.regularizers.numel():
         packed.regularizers.sum().backward(retain_graph=True)
-    tasks_total = packed.tasks.sum()
-    grads = torch.autograd.grad(tasks_total, inputs, retain_graph=True, allow_unused=True)
-    rows = torch.stack([torch.zeros_like(h) if g is None else g for g in grads])
-    # the leaves of h's graph (torchjd's default inputs) are the shared parameters
-    torchjd_backward(h, jac_tensors=rows, retain_graph=True)
+    jacobian_through_aliases(packed.tasks.sum(), inputs, h, params)
     shared = [p for p in params if getattr(p, "jac", None) is not None]
-    heads = [p for p in params if getattr(p, "jac", None) is None and p.requires_grad]
-    for p, g in zip(heads, torch.autograd.grad(tasks_total, heads, retain_graph=True,
-                                               allow_unused=True), strict=True):
-        if g is not None:
-            p.grad = g if p.grad is None else p.grad + g
     S, T = len(chains), len(inputs)
     J = torch.cat([p.jac.transpose(0, 1).reshape(S, T, -1) for p in shared], dim=2)
     for p in params:
