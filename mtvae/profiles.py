@@ -137,7 +137,7 @@ class TablesStudy:
     cells. **Evaluation**: the chosen configuration on ``seeds`` at every missing rate, and
     the default one (first variant, first learning rate: the untuned comparison and the
     anchor protocol) at ``tuning_rate``. The ``parameter_families`` (Jacobian descent over
-    the shared parameters, ~20x the cost of a stacked activation-space run on CPU) answer
+    the shared parameters, the costliest family per run on CPU) answer
     a narrower question — does the step-size rescaling matter? — so after the same tuning
     they are evaluated at ``tuning_rate`` only, on the first ``parameter_seeds`` seeds, on
     ``parameter_datasets``. Budgets are in optimiser steps whatever the table's
