@@ -146,6 +146,17 @@ def stopping_rule(val: float, best: float, bad_epochs: int, val_every: int,
     return False, bad_epochs, patience is not None and bad_epochs >= patience
 
 
+@dataclass
+class _FitState:
+    """What :func:`fit` carries from one epoch to the next, and through a checkpoint."""
+
+    result: FitResult
+    best_state: dict[str, Any]  # the weights of the best validation so far
+    bad_epochs: int = 0  # epochs since the best validation (see :func:`stopping_rule`)
+    epoch: int = 0  # the last finished epoch
+    log: ConflictLog | None = None  # gradient-conflict statistics (``monitor_every``)
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -198,101 +209,141 @@ def fit(
     check_same_columns(getattr(model, "schema", None), data.info.get("schema"), "data")
     dev = resolve_device(device)
     comb = get_combiner(combiner)
-    settings: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr,
-                                "patience": patience, "seed": seed, "combiner": comb.name,
-                                "grad_clip": grad_clip}
-    if val_every != 1:  # absent for the default, so checkpoints from before stay valid
-        settings["val_every"] = val_every
+    settings = _fit_settings(epochs, batch_size, lr, patience, seed, comb, grad_clip, val_every)
 
     seed_everything(seed)
     model.to(dev)
     data = data.to(dev)
     optimizer = make_optimizer(model.parameters(), lr, dev)
     shuffle_gen = torch.Generator().manual_seed(seed)
-    result = FitResult(device=str(dev))
-    best_state = copy.deepcopy(model.state_dict())
-    bad_epochs, start_epoch = 0, 0
+    run = _FitState(FitResult(device=str(dev)), copy.deepcopy(model.state_dict()))
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    log: ConflictLog | None = None
     last_save = time.perf_counter()
-
     if ckpt_path is not None and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, dev, settings)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as err:  # size mismatch, other layers
-            what = " ".join(str(err).split())[:300] or type(err).__name__
-            raise _checkpoint_error(ckpt_path, f"holds another architecture ({what})") from None
-        best_state = state["best_state"]
-        result = FitResult(**state["result"])
-        bad_epochs, start_epoch = state["bad_epochs"], state["epoch"]
-        shuffle_gen.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if dev.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], dev)
-        result.resumed_from = start_epoch
-        comb.load_state_dict(state.get("combiner", {}))
-        log = state.get("conflict_log")
-        if state["done"]:
-            model.load_state_dict(best_state)
-            return result
+        run, finished = _resume(ckpt_path, dev, settings, model, optimizer, shuffle_gen, comb)
+        if finished:  # train-or-load: a finished run is only loaded
+            model.load_state_dict(run.best_state)
+            return run.result
 
     guard = DivergenceGuard(lr=lr)  # the rule: see mtvae.guard
     guard.start(model)
-    bar = EpochProgress(epochs, desc, progress, initial=start_epoch)
-    started = time.perf_counter() - result.seconds
-    done = False
+    bar = EpochProgress(epochs, desc, progress, initial=run.epoch)
+    started = time.perf_counter() - run.result.seconds
     try:
-        for epoch in range(start_epoch + 1, epochs + 1):
+        for epoch in range(run.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             model.train()
-            row, log = _train_epoch(model, data, comb, optimizer, shuffle_gen, epoch,
-                                    batch_size, lr, grad_clip, monitor_every, check_every, log,
-                                    guard)
-            guard.check(row["loss"], epoch, math.ceil(len(data.train) / batch_size) - 1,
-                        param_norm=parameter_norm(model),
-                        terms={k: v for k, v in row.items() if k.startswith("task/")})
+            row, run.log = _train_epoch(model, data, comb, optimizer, shuffle_gen, epoch,
+                                        batch_size, lr, grad_clip, monitor_every, check_every,
+                                        run.log, guard)
+            _check_epoch(guard, model, row, epoch, math.ceil(len(data.train) / batch_size))
             if epoch % val_every == 0 or epoch == epochs:
-                row["val_loss"] = evaluate_loss(model, data.val)
-                if not math.isfinite(row["val_loss"]):
-                    raise TrainingDivergedError(
-                        f"training stopped: the validation loss became {row['val_loss']} at "
-                        f"epoch {epoch}. Lower the learning rate (now {lr}) or set grad_clip."
-                    )
-                improved, bad_epochs, result.stopped_early = stopping_rule(
-                    row["val_loss"], result.best_val, bad_epochs, val_every, patience)
-                if improved:
-                    result.best_val, result.best_epoch = row["val_loss"], epoch
-                    best_state = copy.deepcopy(model.state_dict())
-            row["seconds"] = time.perf_counter() - t0
-            if log is not None:
-                log.end_epoch(epoch)
-                result.diagnostics = log.summary()
-            result.history.append(row)
-            bar.update(epoch, {"loss": row["loss"], "val": row.get("val_loss", math.nan)})
-            done = result.stopped_early or epoch == epochs
-            result.seconds = time.perf_counter() - started
+                _validate(model, data.val, row, epoch, lr, val_every, patience, run)
+            _record_epoch(run, row, epoch, t0, bar)
+            done = run.result.stopped_early or epoch == epochs
+            run.result.seconds = time.perf_counter() - started
             if ckpt_path is not None and (
                 done or time.perf_counter() - last_save >= checkpoint_every
             ):
                 last_save = time.perf_counter()
-                atomic_save(
-                    {"settings": settings, "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "best_state": best_state,
-                     "result": asdict(result), "bad_epochs": bad_epochs, "epoch": epoch,
-                     "shuffle_rng": shuffle_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                     "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-                     "combiner": comb.state_dict(), "conflict_log": log, "done": done},
-                    ckpt_path,
-                )
+                _save_checkpoint(ckpt_path, settings, model, optimizer, shuffle_gen, comb, dev,
+                                 run, done)
             if done:
                 break
     finally:
         bar.close()
-    model.load_state_dict(best_state)
+    model.load_state_dict(run.best_state)
     model.eval()
-    return result
+    return run.result
+
+
+def _fit_settings(epochs: int, batch_size: int, lr: float, patience: int | None, seed: int,
+                  comb: Combiner, grad_clip: float | None, val_every: int) -> dict[str, Any]:
+    """The arguments a checkpoint must have been written with to be resumed."""
+    settings: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                                "patience": patience, "seed": seed, "combiner": comb.name,
+                                "grad_clip": grad_clip}
+    if val_every != 1:  # absent for the default, so checkpoints from before stay valid
+        settings["val_every"] = val_every
+    return settings
+
+
+def _resume(path: Path, device: torch.device, settings: dict[str, Any], model: nn.Module,
+            optimizer: torch.optim.Optimizer, shuffle_gen: torch.Generator, comb: Combiner
+            ) -> tuple[_FitState, bool]:
+    """Restore model, optimiser, RNGs and combiner from the checkpoint at ``path``.
+
+    Returns the run's state and whether the checkpointed run had finished.
+    """
+    state = load_checkpoint(path, device, settings)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:  # size mismatch, other layers
+        what = " ".join(str(err).split())[:300] or type(err).__name__
+        raise _checkpoint_error(path, f"holds another architecture ({what})") from None
+    result = FitResult(**state["result"])
+    run = _FitState(result, state["best_state"], state["bad_epochs"], state["epoch"])
+    shuffle_gen.set_state(state["shuffle_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    result.resumed_from = run.epoch
+    comb.load_state_dict(state.get("combiner", {}))
+    run.log = state.get("conflict_log")
+    return run, bool(state["done"])
+
+
+def _check_epoch(guard: DivergenceGuard, model: nn.Module, row: dict[str, float], epoch: int,
+                 steps: int) -> None:
+    """The divergence guard on the epoch's mean loss, task terms and the weights' norm."""
+    guard.check(row["loss"], epoch, steps - 1, param_norm=parameter_norm(model),
+                terms={k: v for k, v in row.items() if k.startswith("task/")})
+
+
+def _validate(model: nn.Module, val: Split, row: dict[str, float], epoch: int, lr: float,
+              val_every: int, patience: int | None, run: _FitState) -> None:
+    """One validation: record ``val_loss`` in ``row``, keep the best weights, and decide
+    early stopping (``run.result.stopped_early``); a non-finite loss stops training."""
+    row["val_loss"] = evaluate_loss(model, val)
+    if not math.isfinite(row["val_loss"]):
+        raise TrainingDivergedError(
+            f"training stopped: the validation loss became {row['val_loss']} at "
+            f"epoch {epoch}. Lower the learning rate (now {lr}) or set grad_clip."
+        )
+    improved, run.bad_epochs, run.result.stopped_early = stopping_rule(
+        row["val_loss"], run.result.best_val, run.bad_epochs, val_every, patience)
+    if improved:
+        run.result.best_val, run.result.best_epoch = row["val_loss"], epoch
+        run.best_state = copy.deepcopy(model.state_dict())
+
+
+def _record_epoch(run: _FitState, row: dict[str, float], epoch: int, t0: float,
+                  bar: EpochProgress) -> None:
+    """Add the finished epoch to the history (and diagnostics) and report it."""
+    row["seconds"] = time.perf_counter() - t0
+    if run.log is not None:
+        run.log.end_epoch(epoch)
+        run.result.diagnostics = run.log.summary()
+    run.result.history.append(row)
+    run.epoch = epoch
+    bar.update(epoch, {"loss": row["loss"], "val": row.get("val_loss", math.nan)})
+
+
+def _save_checkpoint(path: Path, settings: dict[str, Any], model: nn.Module,
+                     optimizer: torch.optim.Optimizer, shuffle_gen: torch.Generator,
+                     comb: Combiner, device: torch.device, run: _FitState, done: bool) -> None:
+    """The run's complete state after epoch ``run.epoch``, saved atomically (read back by
+    :func:`_resume`)."""
+    atomic_save(
+        {"settings": settings, "model": model.state_dict(),
+         "optimizer": optimizer.state_dict(), "best_state": run.best_state,
+         "result": asdict(run.result), "bad_epochs": run.bad_epochs, "epoch": run.epoch,
+         "shuffle_rng": shuffle_gen.get_state(), "torch_rng": torch.get_rng_state(),
+         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+         "combiner": comb.state_dict(), "conflict_log": run.log, "done": done},
+        path,
+    )
 
 
 def _train_epoch(model: nn.Module, data: Dataset, comb: Combiner,
