@@ -224,3 +224,32 @@ def test_common_pairs_keeps_the_cells_every_method_finished():
     assert len(tables_study.common_pairs(sc, ["a"])) == 3
     with pytest.raises(MTVAEError, match="at least one"):
         tables_study.common_pairs(sc, [])
+
+
+def test_selection_noise_is_the_paired_gap_to_the_default_in_standard_errors():
+    import dataclasses
+
+    full = get_profile("full")
+    t = dataclasses.replace(full.tables, families=("sum",), parameter_datasets=(),
+                            tuning_seeds=(100, 101, 102), lrs=(1e-3, 3e-3))
+    profile = dataclasses.replace(full, tables=t)
+    base = [0.30, 0.32, 0.31]  # the default (uniform sum, first rate) on the three seeds
+    gaps = {"clear": [0.10, 0.11, 0.09], "noisy": [0.05, -0.03, 0.04], "none": [-0.01] * 3}
+    rows = []
+    for ds, gap in gaps.items():
+        for i, cfg in enumerate(configs("sum", t.lrs)):
+            for k, seed in enumerate(t.tuning_seeds):
+                err = base[k] - gap[k] if i == 4 else base[k] + (0.0 if i == 0 else 0.2)
+                rows.append({"kind": "tables", "dataset": ds, "missing_rate": t.tuning_rate,
+                             "method": cfg.method, "lr": cfg.lr, "seed": seed, "status": "ok",
+                             "val": {"mean_error": err}})
+    rows.append({**rows[0], "missing_rate": 0.5, "val": {"mean_error": 0.0}})  # other rate
+    noise = tables_study.selection_noise(pd.DataFrame(rows), profile, list(gaps)).set_index(
+        "dataset")
+    assert noise.loc["clear", "gap"] == pytest.approx(0.10)
+    assert noise.loc["clear", "se"] == pytest.approx(0.01 / math.sqrt(3))
+    assert noise.loc["clear", "resolved"] and not noise.loc["clear", "is_default"]
+    assert noise.loc["noisy", "gap"] == pytest.approx(0.02)
+    assert not noise.loc["noisy", "resolved"]  # 0.02 < 2 x 0.0252
+    assert noise.loc["none", "is_default"] and noise.loc["none", "gap"] == 0.0
+    assert not noise.loc["none", "resolved"]

@@ -35,7 +35,7 @@ from mtvae.experiments.grids import (
     tables_grid,
     tables_seeds,
 )
-from mtvae.experiments.tuning import default, family_of
+from mtvae.experiments.tuning import choose, default, family_of
 from mtvae.profiles import Profile
 from mtvae.results import results_dir
 
@@ -171,3 +171,41 @@ def estimators(runs: pd.DataFrame, profile: Profile, root: str | Path | None = N
                           "predictive mean": ev.test.map(_score),
                           "mode": ev.test_mode.map(_score)})
     return frame.groupby(["dataset", "method"]).mean().reset_index()
+
+
+def selection_noise(runs: pd.DataFrame, profile: Profile, datasets: tuple[str, ...] | list[str]
+                    ) -> pd.DataFrame:
+    """How well validation resolves each choice: per (table, family), the mean validation
+    error of the default and of the chosen configuration over the tuning seeds, their paired
+    difference ``gap`` (default minus chosen; 0 where the default was chosen) and its standard
+    error over those seeds (``sd / sqrt(n)`` of the per-seed differences, on the same masks).
+    ``resolved`` is whether the chosen configuration beats the default by more than two
+    standard errors: where it does not, the choice is within the noise of ``len(tuning_seeds)``
+    seeds and a "tuned" configuration can be worse than the default on other seeds."""
+    t = profile.tables
+    tun = runs[(runs.kind == "tables") & (runs.missing_rate == t.tuning_rate)
+               & runs.seed.isin(t.tuning_seeds)]
+    rows = []
+    for ds in datasets:
+        for fam in tables_families(t, ds):
+            picked = choose(tun[tun.dataset == ds], fam, t.lrs, t.tuning_seeds)
+            if picked is None:  # tuning not finished
+                continue
+            pick, base = picked[0], default(fam, t.lrs)
+
+            def errors(cfg: Any, ds: str = ds) -> pd.Series:
+                sub = tun[(tun.dataset == ds) & (tun.method == cfg.method) & (tun.lr == cfg.lr)]
+                return pd.Series([_score(v) if s == "ok" else np.nan
+                                  for v, s in zip(sub.val, sub.status, strict=True)],
+                                 index=sub.seed.to_numpy(), dtype=float)
+
+            e_base, e_pick = errors(base), errors(pick)
+            diff = (e_base - e_pick).dropna()
+            se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else np.nan
+            gap = float(diff.mean()) if len(diff) else np.nan
+            rows.append({"dataset": ds, "family": fam, "default_val": float(e_base.mean()),
+                         "chosen_val": float(e_pick.mean()), "gap": gap, "se": se,
+                         "is_default": pick == base,
+                         "resolved": bool(pick != base and gap > 2 * se)})
+    return pd.DataFrame(rows, columns=["dataset", "family", "default_val", "chosen_val", "gap",
+                                       "se", "is_default", "resolved"])
