@@ -173,6 +173,15 @@ def estimators(runs: pd.DataFrame, profile: Profile, root: str | Path | None = N
     return frame.groupby(["dataset", "method"]).mean().reset_index()
 
 
+def _val_errors(tuning: pd.DataFrame, dataset: str, cfg: Any) -> pd.Series:
+    """Validation errors of one configuration by tuning seed (NaN for a failed run)."""
+    sub = tuning[(tuning.dataset == dataset) & (tuning.method == cfg.method)
+                 & (tuning.lr == cfg.lr)]
+    return pd.Series([_score(v) if s == "ok" else np.nan
+                      for v, s in zip(sub.val, sub.status, strict=True)],
+                     index=sub.seed.to_numpy(), dtype=float)
+
+
 def selection_noise(runs: pd.DataFrame, profile: Profile, datasets: tuple[str, ...] | list[str]
                     ) -> pd.DataFrame:
     """How well validation resolves each choice: per (table, family), the mean validation
@@ -192,14 +201,7 @@ def selection_noise(runs: pd.DataFrame, profile: Profile, datasets: tuple[str, .
             if picked is None:  # tuning not finished
                 continue
             pick, base = picked[0], default(fam, t.lrs)
-
-            def errors(cfg: Any, ds: str = ds) -> pd.Series:
-                sub = tun[(tun.dataset == ds) & (tun.method == cfg.method) & (tun.lr == cfg.lr)]
-                return pd.Series([_score(v) if s == "ok" else np.nan
-                                  for v, s in zip(sub.val, sub.status, strict=True)],
-                                 index=sub.seed.to_numpy(), dtype=float)
-
-            e_base, e_pick = errors(base), errors(pick)
+            e_base, e_pick = _val_errors(tun, ds, base), _val_errors(tun, ds, pick)
             diff = (e_base - e_pick).dropna()
             se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else np.nan
             gap = float(diff.mean()) if len(diff) else np.nan
