@@ -19,6 +19,7 @@ from mtvae.comparisons import (
     friedman_nemenyi,
     paired_gains,
     seed_tests,
+    spearman_exact,
     table_gains,
     wilcoxon_tables,
 )
@@ -290,3 +291,18 @@ def test_conditions_are_per_method_not_averaged():
     assert math.isnan(out.loc[("up", "same"), "rho"]) and out.n_tables.eq(5).all()
     with pytest.raises(MTVAEError, match=r"tables \['t4'\] have no properties"):
         conditions_by_method(per, props.iloc[:4])
+
+
+def test_spearman_p_value_is_exact_on_few_tables():
+    # n tables in the same order: rho = 1, and exactly 2 of the n! pairings are as extreme
+    for n in (3, 5, 8):
+        rho, p = spearman_exact(range(n), range(n))
+        assert rho == pytest.approx(1.0) and p == pytest.approx(2 / math.factorial(n))
+    # scipy's t approximation claims p = 0 for three tables in order: the defect it replaces
+    assert st.spearmanr([1, 2, 3], [1, 2, 3]).pvalue == 0.0
+    rho, p = spearman_exact([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
+    assert rho == pytest.approx(0.8) and p == pytest.approx(16 / 120)  # 16 of 120 |rho| >= .8
+    assert spearman_exact([3, 1, 2, 5, 4], [1, 2, 3, 4, 5]) == spearman_exact(
+        [3, 1, 2, 5, 4], [1, 2, 3, 4, 5])  # deterministic
+    with pytest.raises(MTVAEError, match="length >= 3"):
+        spearman_exact([1, 2], [1, 2])

@@ -1,7 +1,7 @@
 """Every multitask setting of the book in one table: MOO against the plain sum, paired by seed.
 
 Chapters 2 and 3 each compare the plain sum of a model's terms with MOO methods in their own
-setting (a quantised latent with a label head, heterogeneous features, supervised heads,
+setting (a quantised latent with a label head, supervised heads,
 several modalities, latent layers whose rates are tasks). Chapter 5 needs them side by side to
 answer *when* MT-VAEs win: this module reads each study's run records (train-or-load, so a
 chapter that already ran costs nothing here) and reduces each to the same paired comparison:
@@ -39,8 +39,7 @@ def _condition(df: pd.DataFrame, by: Sequence[str]) -> pd.Series:
     return df[list(by)].astype(str).agg(", ".join, axis=1)
 
 
-def settings_table(profile: str, device: str = "auto", grid_runs: pd.DataFrame | None = None
-                   ) -> pd.DataFrame:
+def settings_table(profile: str, device: str = "auto") -> pd.DataFrame:
     """One row per (setting, condition, MOO method): main-metric gain and secondary change."""
     from mtvae.studies import auxiliary, hierarchical, multimodal, vq_compare, vqvaes
 
@@ -58,12 +57,6 @@ def settings_table(profile: str, device: str = "auto", grid_runs: pd.DataFrame |
         out.insert(0, "setting", setting)
         parts.append(out)
 
-    if grid_runs is not None:
-        g = grid_runs[grid_runs.kind == "hetero"].assign(
-            rate=lambda d: [f"{100 * r:.0f} % missing" for r in d.missing_rate])
-        add("heterogeneous features (grid)", g,
-            Metric("mean_error", "imputation error", False),
-            Metric("test_nelbo", "test −ELBO", False), by=("rate",), pair=("dataset", "seed"))
     aux = auxiliary.Study.create(profile, device).all_runs()
     mn = aux[(aux.dataset == "mnist5k") & (aux.method != auxiliary.PLAIN)].assign(
         labels=lambda d: [f"MNIST-5k, {100 * f:g} % labels" for f in d.fraction])

@@ -124,6 +124,14 @@ def convergence(runs: pd.DataFrame) -> pd.DataFrame:
                          "max_best_share": g.best_share.max()}).reset_index()
 
 
+def core_hours(runs: pd.DataFrame) -> float:
+    """Training time of ``runs`` in core-hours (a job runs on one thread). The members of a
+    stacked job share its wall time, which each record repeats, so each job counts once."""
+    if "seconds" not in runs.columns:
+        return 0.0
+    return float(runs.seconds.dropna().drop_duplicates().sum() / 3600)
+
+
 def scores(runs: pd.DataFrame, profile: Profile, *, protocol: str = "test",
            root: str | Path | None = None, references: bool = True) -> pd.DataFrame:
     """Long frame ``dataset, missing_rate, seed, method, mean_error`` of the corrected

@@ -1,0 +1,49 @@
+"""Chapter 5's readers of the tables grid (mtvae.studies.results): overlooked features
+against mean/mode imputation on the same masks, and the job-level compute of stacked runs."""
+
+import pandas as pd
+import pytest
+
+from mtvae.errors import MTVAEError
+from mtvae.studies import results as R
+from mtvae.studies import tables as TS
+
+
+def _fe(rows):
+    return pd.DataFrame(rows, columns=["dataset", "missing_rate", "seed", "method", "feature",
+                                       "error"])
+
+
+def test_overlooked_is_the_seed_averaged_ratio_to_mean_imputation():
+    m = R.MEAN_IMPUTATION
+    fe = _fe([
+        # feature a: the sum is no better than the mean (ratio 1.0, 0.9 -> 0.95): overlooked
+        ("t", 0.1, 0, m, "a", 1.0), ("t", 0.1, 0, TS.TUNED_SUM, "a", 1.0),
+        ("t", 0.1, 1, m, "a", 2.0), ("t", 0.1, 1, TS.TUNED_SUM, "a", 1.8),
+        # feature b: the sum halves the mean's error; pcgrad overlooks it
+        ("t", 0.1, 0, m, "b", 1.0), ("t", 0.1, 0, TS.TUNED_SUM, "b", 0.5),
+        ("t", 0.1, 1, m, "b", 1.0), ("t", 0.1, 1, TS.TUNED_SUM, "b", 0.5),
+        ("t", 0.1, 0, "pcgrad", "b", 1.0), ("t", 0.1, 1, "pcgrad", "b", 0.96),
+        ("t", 0.1, 0, "pcgrad", "a", 0.5), ("t", 0.1, 1, "pcgrad", "a", 1.0),
+        # feature c: mean/mode is exact (error 0): no ratio, dropped
+        ("t", 0.1, 0, m, "c", 0.0), ("t", 0.1, 0, TS.TUNED_SUM, "c", 0.1),
+    ])
+    ov = R.overlooked(fe).set_index(["method", "feature"])
+    assert ov.loc[(TS.TUNED_SUM, "a"), "ratio"] == pytest.approx(0.95)
+    assert ov.loc[(TS.TUNED_SUM, "a"), "overlooked"]
+    assert not ov.loc[(TS.TUNED_SUM, "b"), "overlooked"]
+    assert ov.loc[("pcgrad", "b"), "overlooked"] and not ov.loc[("pcgrad", "a"), "overlooked"]
+    assert ("sum (tuned)", "c") not in ov.index and m not in ov.index.get_level_values(0)
+    s = R.overlooked_summary(ov.reset_index()).set_index("method")
+    assert s.loc[TS.TUNED_SUM, ["overlooked", "repaired", "added"]].tolist() == [1, 0, 0]
+    assert s.loc["pcgrad", ["overlooked", "repaired", "added"]].tolist() == [1, 1, 1]
+    assert s.features.eq(2).all()
+    with pytest.raises(MTVAEError, match="no 'mean/mode' errors"):
+        R.overlooked(fe[fe.method != m])
+
+
+def test_core_hours_counts_each_stacked_job_once():
+    runs = pd.DataFrame({"seconds": [3600.0, 3600.0, 3600.0, 1800.0, None],
+                         "stack": [3, 3, 3, 1, None]})
+    assert TS.core_hours(runs) == pytest.approx(1.5)
+    assert TS.core_hours(pd.DataFrame({"id": []})) == 0.0
