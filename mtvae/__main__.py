@@ -96,11 +96,15 @@ def _run_grid(args: argparse.Namespace) -> None:
     spec = get_grid(args.name, args.profile, args.results)
     if args.dry_run:
         table = plan(spec, args.results)
-        where = parse_where(args.where)
-        if where:
-            from mtvae.experiments.runner import select
+        where, shard = parse_where(args.where), parse_shard(args.shard)
+        if where or shard:  # the runs a real invocation with these options would consider
+            from mtvae.experiments.runner import default_stack, make_jobs, select
 
-            table = table[table.id.isin({r.id for r in select(spec.runs(), where)})]
+            stack = 1 if args.no_stack else args.stack or default_stack(args.device)
+            jobs = make_jobs(select(spec.runs(), where), stack)
+            if shard:
+                jobs = [j for k, j in enumerate(jobs) if k % shard[1] == shard[0] - 1]
+            table = table[table.id.isin({r.id for j in jobs for r in j})]
         print(table.to_string(index=False))
         counts = table.status.value_counts()
         print(f"grid {spec.name}: {len(table)} runs: " + ", ".join(

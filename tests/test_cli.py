@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -260,6 +261,18 @@ def test_grid_dry_run_lists_runs_and_their_status(tmp_path):
     assert sum(ln.endswith(" pending") for ln in lines[:-1]) == 12
     assert any("baseline" in ln and "dataset=wine" in ln for ln in lines)
     assert not (tmp_path / "hetero-smoke").exists()  # a dry run writes nothing
+
+
+def test_grid_dry_run_shows_the_shards_runs(tmp_path):
+    """``--dry-run --shard i/n`` lists what ``--shard i/n`` would run: disjoint shards that
+    together make up the grid."""
+    ids = []
+    for i in (1, 2, 3):
+        out = run_cli("grid", "hetero", "--profile", "smoke", "--dry-run", "--shard", f"{i}/3",
+                      "--results", str(tmp_path))
+        assert out.returncode == 0, out.stderr
+        ids.append(set(re.findall(r"\b[a-z]+-[0-9a-f]{10}\b", out.stdout)))
+    assert all(ids) and sum(map(len, ids)) == 12 and len(set().union(*ids)) == 12
 
 
 def test_grid_runs_resumes_and_reports(tmp_path):
