@@ -12,7 +12,8 @@ al. 2022). Every number in it comes from here:
 * settings — the study dataclasses of a :class:`~mtvae.profiles.Profile`, found by
   iterating its fields, so a new study appears on its own;
 * models — the parameter count of the models each study trains, built from its settings;
-* compute — the regeneration manifest and the run records under ``results/``.
+* compute — the regeneration manifest and the run records under ``results/``, and how
+  every trained run of a profile stopped (:func:`convergence_table`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,8 @@ def dataset_usage(profile: Profile | str) -> dict[str, dict[str, list[Any]]]:
     A study uses a dataset when any of its settings (nested ones included) is the dataset's
     name, or when :data:`IMPLICIT_DATASETS` says so; rates are the numbers under settings
     whose name contains ``missing_rate``, caps those under ``max_rows`` (or, per table, a
-    study's ``row_caps`` pairs).
+    study's ``row_caps`` pairs). ``uncapped`` says whether some study uses all of its rows
+    (so a capped use by one study does not hide the full table another one trains on).
     """
     names = set(available_datasets())
     usage: dict[str, dict[str, list[Any]]] = {}
@@ -98,11 +100,13 @@ def dataset_usage(profile: Profile | str) -> dict[str, dict[str, list[Any]]]:
         caps = {int(v) for k, v in leaves if k == "max_rows" and isinstance(v, int)}
         per_table = dict(getattr(s, "row_caps", ()) or ())  # e.g. the tables grid's caps
         for name in sorted(used):
-            entry = usage.setdefault(name, {"studies": [], "missing_rates": [], "max_rows": []})
+            entry = usage.setdefault(name, {"studies": [], "missing_rates": [], "max_rows": [],
+                                            "uncapped": False})
             entry["studies"].append(study)
             entry["missing_rates"] = sorted(set(entry["missing_rates"]) | rates)
             own = {int(per_table[name])} if name in per_table else caps
             entry["max_rows"] = sorted(set(entry["max_rows"]) | own)
+            entry["uncapped"] = bool(entry["uncapped"] or not own)
     return usage
 
 
@@ -117,8 +121,10 @@ def table_summary(profile: Profile | str) -> pd.DataFrame:
     for name, table in TABLES.items():
         ds = _loaded(name)
         schema, n = ds.info["schema"], int(ds.info["n_rows"])
-        use = usage.get(name, {"studies": [], "missing_rates": [], "max_rows": []})
-        caps = sorted({min(n, int(c)) for c in use["max_rows"]}) or ([n] if use["studies"] else [])
+        use = usage.get(name, {"studies": [], "missing_rates": [], "max_rows": [],
+                               "uncapped": False})
+        caps = sorted({min(n, int(c)) for c in use["max_rows"]}
+                      | ({n} if use["studies"] and use["uncapped"] else set()))
         rows.append({
             "dataset": name, "rows": n, "columns": len(schema), **schema.type_counts(),
             "missing in source (%)": 100 * ds.info["n_missing_source"] / (n * len(schema)),
@@ -295,17 +301,35 @@ def studies_without_models(profile: Profile | str) -> list[str]:
     return [s for s in studies(profile) if s not in MODEL_BUILDERS]
 
 
+GRID_COLUMNS = ["blocks", "runs", "varying settings (values)"]
+
+
 def grid_table(profile: Profile | str) -> pd.DataFrame:
-    """Per named experiment grid and block: its axes (with their sizes) and its run count."""
+    """Per named experiment grid and run kind: its blocks, its runs and what varies.
+
+    Runs are counted once (a run two blocks both produce, such as a family's default
+    configuration when validation chose it, is one run), and the varying settings are the
+    config keys that take more than one value among the kind's runs, each with its number of
+    values. A staged grid (:data:`mtvae.experiments.grids.STAGED`) lists the blocks its
+    records so far allow: its later blocks join as its earlier ones finish.
+    """
     from mtvae.experiments import available_grids, get_grid
 
     rows = []
     for name in available_grids():
         spec = get_grid(name, _profile(profile).name)
-        for block in spec.blocks:
-            rows.append({"grid": spec.name, "kind": block.kind, "runs": len(block.runs()),
-                         "axes": " × ".join(f"{k} ({len(v)})" for k, v in block.axes.items())})
-    return pd.DataFrame(rows, columns=["grid", "kind", "runs", "axes"]).set_index(
+        runs = spec.runs()
+        for kind in dict.fromkeys(b.kind for b in spec.blocks):
+            values: dict[str, set[str]] = {}
+            mine = [r for r in runs if r.kind == kind]
+            for run in mine:
+                for key, value in run.config.items():
+                    values.setdefault(key, set()).add(repr(value))
+            varying = ", ".join(f"{k} ({len(v)})" for k, v in values.items() if len(v) > 1)
+            rows.append({"grid": spec.name, "kind": kind,
+                         "blocks": sum(b.kind == kind for b in spec.blocks), "runs": len(mine),
+                         "varying settings (values)": varying or "–"})
+    return pd.DataFrame(rows, columns=["grid", "kind", *GRID_COLUMNS]).set_index(
         ["grid", "kind"])
 
 
@@ -326,13 +350,23 @@ def compute_table(manifest: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("chapter")
 
 
+def _folder_records(folder: Path) -> Iterator[dict[str, Any]]:
+    """Every JSON record under ``folder`` (nested folders included), parsed as it is."""
+    for path in sorted(folder.rglob("*.json")):
+        yield json.loads(path.read_text())
+
+
+def _profile_folders(root: str | Path, profile: str) -> list[Path]:
+    """The results folders of a profile, ``<grid>-<profile>`` and ``chNN-<profile>``."""
+    return sorted(p for p in Path(root).glob(f"*-{profile}") if p.is_dir())
+
+
 def records_table(root: str | Path, profile: str) -> pd.DataFrame:
     """Per folder ``results/<grid>-<profile>``: records (failed ones), compute, devices."""
     rows = {}
-    for folder in sorted(Path(root).glob(f"*-{profile}")):
+    for folder in _profile_folders(root, profile):
         seconds, devices, count, failed = 0.0, set(), 0, 0
-        for path in folder.rglob("*.json"):
-            record = json.loads(path.read_text())
+        for record in _folder_records(folder):
             seconds += float(record.get("timings", {}).get("seconds", 0.0))
             devices.add(str(record.get("device", "?")))
             failed += record.get("status") == "failed"
@@ -344,3 +378,95 @@ def records_table(root: str | Path, profile: str) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index",
                                   columns=["records", "failed", "compute (min)", "devices"]
                                   ).rename_axis("results folder")
+
+
+CONVERGENCE_COLUMNS = ["trained runs", "convergence recorded", "not recorded",
+                       "stopped by patience", "median best / cap"]
+
+
+def _best_share(metrics: dict[str, Any]) -> float | None:
+    """Best step (or epoch) as a share of its cap; ``None`` when either is not recorded."""
+    for best, cap in (("best_step", "step_cap"), ("best_epoch", "epoch_cap")):
+        if metrics.get(best) is not None and metrics.get(cap):
+            return float(metrics[best]) / float(metrics[cap])
+    return None
+
+
+def _trained(metrics: dict[str, Any]) -> bool:
+    """Whether a record is of a trained run: it names a best step or epoch (of any part)."""
+    return any(k.endswith(("best_epoch", "best_step")) for k in metrics)
+
+
+def convergence_table(root: str | Path, profile: str) -> pd.DataFrame:
+    """Per results folder of ``profile``: how its trained runs stopped.
+
+    A trained run (an ``ok`` record whose metrics name a best epoch or step; references,
+    baselines and failed runs are left out) has its convergence *recorded* when its metrics
+    hold ``stopped_early`` and a best step with its ``step_cap`` (or a best epoch with its
+    ``epoch_cap``); records of the older protocol, which lack them, are counted as *not
+    recorded*. Over the recorded runs: the share stopped by patience (rather than by the
+    cap) and the median of best step / cap. Both are NaN in a folder with none recorded.
+    """
+    rows = {}
+    for folder in _profile_folders(root, profile):
+        trained, stopped, shares = 0, [], []
+        for record in _folder_records(folder):
+            metrics = record.get("metrics") or {}
+            if record.get("status") == "failed" or not _trained(metrics):
+                continue
+            trained += 1
+            share = _best_share(metrics)
+            if share is not None and metrics.get("stopped_early") is not None:
+                stopped.append(bool(metrics["stopped_early"]))
+                shares.append(share)
+        if trained:
+            n = len(stopped)
+            rows[folder.name] = {
+                "trained runs": trained, "convergence recorded": n, "not recorded": trained - n,
+                "stopped by patience": sum(stopped) / n if n else float("nan"),
+                "median best / cap": float(pd.Series(shares).median()) if n else float("nan")}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=CONVERGENCE_COLUMNS
+                                  ).rename_axis("results folder")
+
+
+CONVERGED_SHARE = 0.9
+"""The book's convergence rule: a set of runs counts as converged when at least this share of
+them stopped by patience rather than at their cap."""
+
+
+def _folders(names: Sequence[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names) or "none"
+
+
+def convergence_sentence(table: pd.DataFrame, profile: str,
+                         rule: float = CONVERGED_SHARE) -> str:
+    """The prose of :func:`convergence_table`: which folders record convergence, which meet
+    ``rule``, where the best points lie, and how many trained runs predate the fields."""
+    if table.empty:
+        return f"No trained run of the {profile} profile is recorded under `results/` yet."
+    recorded = table[table["convergence recorded"] > 0]
+    meets = recorded[recorded["stopped by patience"] >= rule]
+    text = (f"Of the {len(table)} results folders of the {profile} profile with trained runs, "
+            f"{len(recorded)} record how their runs stopped ({_folders(list(recorded.index))})")
+    if len(recorded):
+        text += (f"; {len(meets)} of them meet the rule that at least {100 * rule:.0f} % of "
+                 "the runs stopped by patience")
+        if 0 < len(meets) < len(recorded):
+            text += f" ({_folders(list(meets.index))})"
+        low = recorded["stopped by patience"].idxmin()
+        share = float(recorded.loc[low, "stopped by patience"])
+        text += (" (in each of them every run did)" if share == 1 else
+                 f" (the lowest share: {100 * share:.1f} %, in `{low}`)")
+        text += "; per folder, the median best step or epoch lies at " + ", ".join(
+            f"{100 * v:.0f} % of the cap in `{f}`"
+            for f, v in recorded["median best / cap"].items())
+    text += "."
+    unrecorded = table[table["not recorded"] > 0]
+    if len(unrecorded):
+        n = int(unrecorded["not recorded"].sum())
+        text += (f" The {n:,} trained run{'' if n == 1 else 's'} of "
+                 f"{_folders(list(unrecorded.index))} predate{'s' if n == 1 else ''} these "
+                 "fields: whether they "
+                 "stopped by patience or at their cap is not recorded, so their numbers may "
+                 "be those of a budget rather than of a converged model.")
+    return text

@@ -64,7 +64,8 @@ def test_dataset_usage_scans_settings_for_dataset_names_and_rates(extended):
     usage = D.dataset_usage(extended)
     # diamonds: the tables grid (rates 10/30/50 %, 10 000 rows) and the test double
     assert usage["diamonds"] == {"studies": ["tables", "extra"],
-                                 "missing_rates": [0.1, 0.3, 0.5], "max_rows": [100, 10000]}
+                                 "missing_rates": [0.1, 0.3, 0.5], "max_rows": [100, 10000],
+                                 "uncapped": False}
     assert "not-a-dataset" not in usage
     hetero = get_profile("full").hetero
     for name in hetero.datasets:
@@ -94,6 +95,9 @@ def test_table_summary_reports_the_studies_rates_and_caps(summary):
     assert summary.loc["diamonds", "studies"] == "tables, extra"
     assert summary.loc["movies", "studies"] == "tables"
     assert summary.loc["movies", "rows used"] == "10000"
+    # hi: capped by the hetero studies, all of its rows in the tables grid (no cap there)
+    assert "hi" not in dict(get_profile("full").tables.row_caps)
+    assert summary.loc["hi", "rows used"].split(", ")[-1] == str(summary.loc["hi", "rows"])
 
 
 def test_source_missing_is_per_column():
@@ -218,4 +222,5 @@ def test_grid_table_counts_the_runs_of_each_named_grid():
     g = get_profile("smoke").grid
     row = table.loc[("hetero-smoke", "hetero")]
     assert row["runs"] == len(g.seeds) * len(g.missing_rates) * len(g.datasets) * len(g.methods)
-    assert f"missing_rate ({len(g.missing_rates)})" in row["axes"]
+    assert f"missing_rate ({len(g.missing_rates)})" in row["varying settings (values)"]
+    assert row["blocks"] == 1 and table.index.is_unique  # one row per grid and kind
