@@ -36,6 +36,7 @@ from mtvae.data.schema import FEATURE_TYPES, Feature
 from mtvae.data.tables import TABLES
 from mtvae.heads import make_head
 from mtvae.profiles import Profile, get_profile
+from mtvae.results import compute_seconds
 
 # Studies that use a dataset without naming it in their settings (the rest is found by
 # scanning the settings for dataset names). Extend when a study reads a fixed dataset.
@@ -362,15 +363,14 @@ def _profile_folders(root: str | Path, profile: str) -> list[Path]:
 
 
 def records_table(root: str | Path, profile: str) -> pd.DataFrame:
-    """Per folder ``results/<grid>-<profile>``: records (failed ones), compute, devices."""
+    """Per folder ``results/<grid>-<profile>``: records (failed ones), compute (a stacked
+    job counted once, :func:`mtvae.results.compute_seconds`), devices."""
     rows = {}
     for folder in _profile_folders(root, profile):
-        seconds, devices, count, failed = 0.0, set(), 0, 0
-        for record in _folder_records(folder):
-            seconds += float(record.get("timings", {}).get("seconds", 0.0))
-            devices.add(str(record.get("device", "?")))
-            failed += record.get("status") == "failed"
-            count += 1
+        records = list(_folder_records(folder))
+        count, seconds = len(records), compute_seconds(records)
+        devices = {str(r.get("device", "?")) for r in records}
+        failed = sum(r.get("status") == "failed" for r in records)
         if count:
             rows[folder.name] = {"records": count, "failed": failed,
                                  "compute (min)": seconds / 60,

@@ -29,6 +29,7 @@ from mtvae.profiles import get_profile
 from mtvae.provenance import git_state, package_versions
 from mtvae.results import (
     cache_dir,
+    compute_seconds,
     files_written_since,
     logs_dir,
     outputs_under,
@@ -144,13 +145,10 @@ def record_compute(results: Path, chapter: Chapter, profile: str) -> dict[str, f
         from mtvae.experiments import available_grids
 
         folders += [results / f"{name}-{profile}" for name in available_grids()]
-    seconds, count = 0.0, 0
     paths = [p for f in folders if f.is_dir() for p in f.rglob("*.json")]
-    for path in paths:
-        with open(path) as fh:
-            seconds += float(json.load(fh).get("timings", {}).get("seconds", 0.0))
-        count += 1
-    return {"run_records": count, "run_records_seconds": round(seconds, 1)}
+    records = [json.loads(p.read_text()) for p in paths]
+    return {"run_records": len(records),
+            "run_records_seconds": round(compute_seconds(records), 1)}
 
 
 def load_manifest(path: Path) -> dict[str, object]:

@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -202,6 +202,25 @@ def new_record(grid: str, name: str, config: dict[str, Any], body: dict[str, Any
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "device": device, "env": environment(),
     }
+
+
+def compute_seconds(records: Iterable[Mapping[str, Any]]) -> float:
+    """Training time of ``records`` in seconds, counting every job once.
+
+    The members of a stacked job (``engine.name == "stacked"``) each repeat the job's wall
+    time in ``timings.seconds``; summing them would count a stack of 30 thirty times, so a
+    stacked job's time is counted once per (stack size, seconds)."""
+    total, seen = 0.0, set()
+    for record in records:
+        seconds = float(record.get("timings", {}).get("seconds", 0.0))
+        engine = record.get("engine") or {}
+        if engine.get("name") == "stacked":
+            key = (engine.get("stack"), seconds)
+            if key in seen:
+                continue
+            seen.add(key)
+        total += seconds
+    return total
 
 
 def load_records(folder: str | os.PathLike[str]) -> pd.DataFrame:

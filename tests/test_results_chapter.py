@@ -47,3 +47,17 @@ def test_core_hours_counts_each_stacked_job_once():
                          "stack": [3, 3, 3, 1, None]})
     assert TS.core_hours(runs) == pytest.approx(1.5)
     assert TS.core_hours(pd.DataFrame({"id": []})) == 0.0
+
+
+def test_compute_seconds_counts_a_stacked_job_once():
+    from mtvae.results import compute_seconds
+
+    stacked = {"engine": {"name": "stacked", "stack": 3}, "timings": {"seconds": 600.0}}
+    single = {"engine": {"name": "single"}, "timings": {"seconds": 600.0}}
+    # three members of one stacked job, two single runs that happen to take as long, and a
+    # second stacked job of another size with the same wall time
+    records = [stacked, stacked, stacked, single, single,
+               {"engine": {"name": "stacked", "stack": 2}, "timings": {"seconds": 600.0}},
+               {"timings": {}}]
+    assert compute_seconds(records) == 600.0 * 4
+    assert compute_seconds([]) == 0.0
