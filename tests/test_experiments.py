@@ -225,7 +225,7 @@ def test_hetero_and_baseline_kinds_write_compact_records(tmp_path):
 
 
 def test_chapter3_runs_keep_their_ids():
-    """The refactor of Chapter 3 onto mtvae.hetero_run left its configs (run ids) unchanged."""
+    """The refactor of Chapter 3 onto mtvae.imputation.vae left its configs (run ids) unchanged."""
     from mtvae.studies.hetero import Study
 
     study = Study.create("full", device="cpu")

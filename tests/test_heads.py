@@ -8,7 +8,7 @@ from torch import distributions as D
 
 from mtvae.data.schema import Feature
 from mtvae.errors import MTVAEError
-from mtvae.heads import (
+from mtvae.likelihoods import (
     BernoulliHead,
     CategoricalHead,
     LogNormalHead,
@@ -69,7 +69,7 @@ def test_lognormal_mean_estimator_is_the_mean_in_original_units():
     """Hand example: loc 0.4, s = 0.5 (raw = softplus^-1(0.5 - 1e-3)), column (shift, scale)
     = (1.0, 2.0), so log x ~ N(1 + 2 * 0.4, 2 * 0.5) = N(1.8, 1): mean exp(1.8 + 1/2) =
     exp(2.3), mode exp(1.8 - 1) = exp(0.8)."""
-    from mtvae.heads import softplus_inverse
+    from mtvae.likelihoods import softplus_inverse
 
     shift, col_scale = 1.0, 2.0
     head = LogNormalHead(scale=col_scale)
@@ -171,7 +171,7 @@ class _Odd:
 
 
 def test_negative_binomial_log_prob_impute_and_distribution():
-    from mtvae.heads import NegativeBinomialHead
+    from mtvae.likelihoods import NegativeBinomialHead
 
     head = NegativeBinomialHead()
     params = _params(2, seed=5)
@@ -193,7 +193,7 @@ def _marginal(**kw):
 
 
 def test_initial_bias_puts_every_head_at_its_marginal():
-    from mtvae.heads import NegativeBinomialHead
+    from mtvae.likelihoods import NegativeBinomialHead
 
     def at(head, marginal):
         return head.initial_bias(marginal).double()[None]
@@ -218,7 +218,7 @@ def test_initial_bias_puts_every_head_at_its_marginal():
 def test_count_heads_use_the_log_link_without_overflow():
     """A count of 1e5 needs raw = log(1e5) ~ 11.5, not 1e5 (softplus), so the shared
     representation stays small; a huge raw is clamped instead of overflowing."""
-    from mtvae.heads import MAX_LOG_RATE, NegativeBinomialHead
+    from mtvae.likelihoods.features import MAX_LOG_RATE, NegativeBinomialHead
 
     raw = torch.tensor([[math.log(1e5)], [500.0]])
     rate = PoissonHead().rate(raw)

@@ -13,7 +13,6 @@ from mtvae.data import load
 from mtvae.data.base import Split
 from mtvae.data.tabular import from_frame
 from mtvae.errors import MTVAEError, SchemaFitWarning
-from mtvae.heads import softplus_inverse
 from mtvae.imputation import (
     REFERENCES,
     SETTINGS,
@@ -21,6 +20,7 @@ from mtvae.imputation import (
     evaluate_imputation,
     reference_imputer,
 )
+from mtvae.likelihoods import softplus_inverse
 from mtvae.models.hetero import HeteroVAE
 
 SMALL = {"knn": {"n_neighbors": 3}, "mice": {"max_iter": 3, "tol": 1e-3},

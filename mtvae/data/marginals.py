@@ -4,7 +4,7 @@ Two uses, both before any training:
 
 * the likelihood heads of :class:`~mtvae.models.HeteroVAE` start at the column's marginal
   (a Poisson at the training mean, a Normal at the standardised moments, a Bernoulli at the
-  observed frequency; :meth:`mtvae.heads.Head.initial_bias`), so no head starts thousands
+  observed frequency; :meth:`mtvae.likelihoods.Head.initial_bias`), so no head starts thousands
   of nats away from its data;
 * :func:`fit_report` lists columns whose declared type fits the values poorly, with the
   fix. A Poisson has variance = mean; on a count column with dispersion index

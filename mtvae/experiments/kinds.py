@@ -8,12 +8,12 @@ name) and deterministic given its config on a fixed device and thread count.
 Kinds shipped here:
 
 * ``hetero``: train a :class:`~mtvae.models.HeteroVAE` under Chapter 3's protocol
-  (:mod:`mtvae.hetero_run`) with the missing rate as a setting, score its imputation of
+  (:mod:`mtvae.imputation.vae`) with the missing rate as a setting, score its imputation of
   the missing test cells per feature, and keep a compact gradient-conflict summary.
 * ``baseline``: column mean/mode imputation under the same mask and split.
 * ``tables``: the tables grid's run (Chapters 3-5): the same training as ``hetero`` with
   validation every ``val_every_steps`` steps, scored under both protocols
-  (:func:`mtvae.hetero_run.protocol_scores`: missing test cells by the predictive mean,
+  (:func:`mtvae.imputation.vae.protocol_scores`: missing test cells by the predictive mean,
   the validation score the tuning selects on, the mode-estimator ablation and the anchor
   paper's observed-cell reconstruction).
 * ``reference``: a classical imputer from scikit-learn (k-NN, MICE, missForest-style, or
@@ -34,7 +34,7 @@ from typing import Any
 from mtvae.data import Dataset
 from mtvae.errors import MTVAEError, check_choice
 from mtvae.experiments.tuning import family_of
-from mtvae.hetero_run import (
+from mtvae.imputation.vae import (
     Scorer,
     baseline_scores,
     conflict_summary,

@@ -11,10 +11,10 @@ from torch import Tensor, nn
 from mtvae.data.base import Dataset, Split
 from mtvae.data.schema import check_same_columns
 from mtvae.errors import MTVAEError, check_choice
-from mtvae.heads import check_estimator
 from mtvae.imputation.metric import imputation_errors, summarise
 from mtvae.imputation.references import REFERENCES, reference_imputer
 from mtvae.imputation.space import schema_of, to_original
+from mtvae.likelihoods import check_estimator
 
 CELLS = ("missing", "observed")
 """The cells :func:`evaluate_imputation` scores (see there)."""
@@ -55,7 +55,7 @@ def evaluate_imputation(
         estimator: the point estimate of each cell: ``"mean"`` (the predictive mean; the
             default) or ``"mode"`` (the reference protocol's LogNormal mode and floor of the
             Poisson rate; an ablation). Point imputers round their count columns under
-            ``"mode"``. See :mod:`mtvae.heads`.
+            ``"mode"``. See :mod:`mtvae.likelihoods.features`.
         cells: which cells of ``split`` are scored:
 
             * ``"missing"`` (the default, the corrected protocol): the MCAR-masked cells

@@ -12,7 +12,7 @@ from torch import Tensor
 from mtvae.data.base import Dataset, Split
 from mtvae.data.schema import Schema
 from mtvae.errors import MTVAEError
-from mtvae.heads import check_estimator
+from mtvae.likelihoods import check_estimator
 
 if TYPE_CHECKING:
     from mtvae.data.tabular import TabularScaler

@@ -5,7 +5,7 @@ in the form used by Javaloy, Meghdadi & Valera (ICML 2022, "Mitigating modality 
 in multimodal VAEs via impartial optimization"): the encoder sees only the observed cells
 (x * mask, categories one-hot, counts as log1p) next to the mask; a shared decoder trunk
 maps z to a representation h; one small linear head per feature maps h to the parameters
-of that feature's likelihood (:mod:`mtvae.heads`). Each feature is one task of
+of that feature's likelihood (:mod:`mtvae.likelihoods.features`). Each feature is one task of
 :class:`~mtvae.terms.Terms`, so multi-objective combiners can balance them; ``h`` is the
 shared representation where their gradients meet.
 
@@ -30,7 +30,7 @@ from mtvae.data.base import Split
 from mtvae.data.schema import Schema
 from mtvae.divergences import kl_std_normal
 from mtvae.errors import MTVAEError, check_choice, check_positive
-from mtvae.heads import COUNT_LIKELIHOODS, Head, check_estimator, make_head
+from mtvae.likelihoods import COUNT_LIKELIHOODS, Head, check_estimator, make_head
 from mtvae.nets import Dropout, mlp
 from mtvae.terms import Terms
 
@@ -252,7 +252,7 @@ class HeteroVAE(nn.Module):
         reconstruct: bool = False,
     ) -> Tensor:
         """Every cell imputed in model space, ``[N, D]``: z = posterior mean, then each
-        head's point estimate (:meth:`mtvae.heads.Head.impute`).
+        head's point estimate (:meth:`mtvae.likelihoods.Head.impute`).
 
         Args:
             estimator: ``"mean"`` (the predictive mean: LogNormal mean in original units,

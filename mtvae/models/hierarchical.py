@@ -3,7 +3,7 @@
 After Xiao & Bamler (ICLR 2023, "Trading information between latents in hierarchical
 variational autoencoders"), with top-down inference as in the ladder VAE (Sønderby et al.
 2016). Generative model: p(z2) = N(0, I), p(z1 | z2) = N(mu_p(z2), diag sigma_p(z2)^2), and
-p(x | z1) from a :mod:`mtvae.likelihoods` class. Inference: deterministic features d(x),
+p(x | z1) from a :mod:`mtvae.likelihoods.images` class. Inference: deterministic features d(x),
 then q(z2 | x) = N(., .)(d(x)) and q(z1 | z2, x) = N(., .)(z2, d(x)). The loss is
 
     -log p(x | z1) + beta1 KL[q(z1 | z2, x) || p(z1 | z2)] + beta2 KL[q(z2 | x) || p(z2)],

@@ -1,7 +1,7 @@
 """The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014).
 
 Encoder q(z|x) = N(mu(x), diag sigma(x)^2), prior p(z) = N(0, I), decoder p(x|z) given
-by a :mod:`mtvae.likelihoods` class. ``loss_terms`` returns the beta-weighted negative
+by a :mod:`mtvae.likelihoods.images` class. ``loss_terms`` returns the beta-weighted negative
 ELBO (Higgins et al. 2017) as one reconstruction task plus a KL regulariser;
 ``log_weights`` gives the importance weights log p(x, z_k) - log q(z_k | x) from which
 the IWAE bound (Burda et al. 2016) is computed in :mod:`mtvae.metrics`.

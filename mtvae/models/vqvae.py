@@ -41,7 +41,7 @@ class VQVAE(nn.Module):
         code_dim: channels D of z_e and z_q.
         channels: width of the convolutional encoder and decoder.
         likelihood: ``bernoulli`` (binarised pixels) or a Gaussian (see
-            :mod:`mtvae.likelihoods`).
+            :mod:`mtvae.likelihoods.images`).
         n_classes: add a label head p(y | z_q) with this many classes (``None``: none).
         head_hidden: hidden width of the label head.
         label_weight: lambda, the weight of the label head's cross-entropy task (a tuned

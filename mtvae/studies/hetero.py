@@ -5,7 +5,7 @@ column, a 70/10/20 split, the model trained on the observed training cells, and 
 imputation error scored on the *missing* test cells. Each run is one (dataset, method,
 seed); the seed sets the mask, the initialisation and the mini-batch order. Every run goes
 through :func:`mtvae.results.cached_run`, so re-executing the chapter loads its records.
-The run itself lives in :mod:`mtvae.hetero_run`, which the experiment grid shares.
+The run itself lives in :mod:`mtvae.imputation.vae`, which the experiment grid shares.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mtvae.data import Dataset
-from mtvae.hetero_run import (
+from mtvae.imputation.vae import (
     baseline_scores,
     budget,
     epoch_diagnostics,

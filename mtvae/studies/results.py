@@ -32,7 +32,7 @@ from mtvae import comparisons as C
 from mtvae.bootstrap import clustered_bootstrap_ci
 from mtvae.errors import MTVAEError
 from mtvae.experiments.grids import REFERENCE_IMPUTERS
-from mtvae.hetero_run import load_data
+from mtvae.imputation.vae import load_data
 from mtvae.profiles import Profile
 from mtvae.results import results_dir
 from mtvae.stats import holm

@@ -34,7 +34,7 @@ from mtvae.data import Dataset, load
 from mtvae.data import available as available_datasets
 from mtvae.data.schema import FEATURE_TYPES, Feature
 from mtvae.data.tables import TABLES
-from mtvae.heads import make_head
+from mtvae.likelihoods import make_head
 from mtvae.profiles import Profile, get_profile
 from mtvae.results import compute_seconds
 

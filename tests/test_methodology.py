@@ -1,4 +1,5 @@
-"""mtvae.describe: the methodology chapter's tables agree with the data, profiles and models."""
+"""mtvae.studies.methodology: the methodology chapter's tables agree with the data, profiles
+and models."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from dataclasses import dataclass, field, fields, is_dataclass
 import numpy as np
 import pytest
 
-from mtvae import describe as D
 from mtvae.data.tables import TABLES
 from mtvae.data.tabular import split_sizes
 from mtvae.models import VAE
 from mtvae.profiles import Profile, get_profile
 from mtvae.results import write_record
+from mtvae.studies import methodology as D
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import torch
 
 from mtvae.data import Dataset, load
 from mtvae.errors import MTVAEError
-from mtvae.imputation import Imputer, evaluate_imputation
+from mtvae.imputation.evaluate import Imputer, evaluate_imputation
 from mtvae.models import HeteroVAE
 from mtvae.stack import fit_stacked
 from mtvae.train import FitResult, fit

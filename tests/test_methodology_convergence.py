@@ -1,11 +1,12 @@
-"""mtvae.describe.convergence_table: how the trained runs of each results folder stopped."""
+"""mtvae.studies.methodology.convergence_table: how the trained runs of each results folder
+stopped."""
 
 from __future__ import annotations
 
 import math
 
-from mtvae import describe as D
 from mtvae.results import write_record
+from mtvae.studies import methodology as D
 
 
 def _run(folder, name, **metrics):
