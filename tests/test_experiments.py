@@ -224,20 +224,6 @@ def test_hetero_and_baseline_kinds_write_compact_records(tmp_path):
     assert (df.device == "cpu").all() and (df.missing_rate == 0.5).all()
 
 
-def test_chapter3_runs_keep_their_ids():
-    """The refactor of Chapter 3 onto mtvae.imputation.vae left its configs (run ids) unchanged."""
-    from mtvae.studies.hetero import Study
-
-    study = Study.create("full", device="cpu")
-    folder = REPO / "results" / "ch03-full"
-    if not folder.is_dir():
-        pytest.skip("no committed Chapter 3 records")
-    s = study.s
-    ids = {run_id("hetero", study.config(d, m, seed)) for d in s.datasets for m in s.methods
-           for seed in s.seeds}
-    assert all((folder / f"{i}.json").exists() for i in ids), "chapter 3 would recompute"
-
-
 def test_named_grid_checks_its_tables_and_methods():
     import dataclasses
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mtvae import comparisons as C
+from mtvae.experiments import get_grid
+from mtvae.experiments.runner import run_staged
 from mtvae.profiles import get_profile
 from mtvae.stats import holm_adjust
 from mtvae.studies import overview as O
@@ -70,12 +72,17 @@ class Findings:
         return gains[gains.cost_gain < 0]
 
 
-def compute(profile: str, device: str = "auto") -> Findings:
+def compute(profile: str, device: str = "auto", run_grid: bool | None = None) -> Findings:
     """Read the tables grid's and the chapters' records and reduce them to the findings.
 
-    Raises :class:`mtvae.errors.MTVAEError` (naming the command to run) while fewer than two
-    tables of the grid are complete: across-table statements need two."""
+    ``run_grid`` runs what the tables grid lacks first: ``None`` does so for the smoke
+    profile only (a fresh checkout executes the front page before Chapter 3.1), never for
+    ``full``, whose grid runs outside the book. Raises :class:`mtvae.errors.MTVAEError`
+    (naming the command to run) while fewer than two tables of the grid are complete:
+    across-table statements need two."""
     P = get_profile(profile)
+    if run_grid or (run_grid is None and P.name == "smoke"):
+        run_staged(lambda: get_grid("tables", P.name), device=device, progress="none")
     res = R.load(P)
     if not res.many:
         from mtvae.errors import MTVAEError
