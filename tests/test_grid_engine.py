@@ -56,6 +56,29 @@ def test_max_minutes_stops_at_a_job_boundary_and_the_next_call_finishes(tmp_path
     assert len(ids) == len(set(ids)) == 6
 
 
+def test_a_staged_grid_stopped_between_passes_reports_consistent_counts(tmp_path, monkeypatch):
+    """When the time limit falls between two passes of a staged grid, the summary still
+    counts the grid as a whole: what this call ran, what was recorded before, what is left
+    (it once printed '3739 runs: 632 done, -632 skipped')."""
+    from mtvae.experiments import runner
+
+    stages = [_spec(seeds=(0,), methods=("sum",)), _spec(seeds=(0, 1), methods=("sum",))]
+    calls = iter(stages + [stages[-1]] * 5)
+    now, real = [0.0], runner.run_grid
+
+    def first_pass_takes_two_minutes(*args, **kwargs):
+        out = real(*args, **kwargs)
+        now[0] += 120.0
+        return out
+
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(runner, "run_grid", first_pass_takes_two_minutes)
+    total = runner.run_staged(lambda: next(calls), max_minutes=1.0, device="cpu", root=tmp_path,
+                              progress="none")
+    assert (total.total, total.done, total.skipped, total.left) == (2, 1, 0, 1)
+    assert "runs left" in str(total) and "-" not in str(total).split("skipped")[0]
+
+
 def test_shards_are_disjoint_and_cover_the_grid(tmp_path):
     spec = _spec(seeds=(0, 1, 2, 3))
     s1 = run_grid(spec, device="cpu", root=tmp_path, stack=2, progress="none", shard=(1, 2))

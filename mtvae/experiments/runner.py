@@ -279,11 +279,13 @@ def run_staged(build: Callable[[], GridSpec], *, max_minutes: float | None = Non
     while True:
         left = None if max_minutes is None else max_minutes - (time.perf_counter() - started) / 60
         spec = build()
-        if left is not None and left <= 0:
-            summary = GridSummary(spec.name, len(spec))
+        if left is not None and left <= 0:  # out of time before this pass: count, run nothing
             ids = {r.id for r in select(spec.runs(), kwargs.get("where"))}
             table = plan(spec, kwargs.get("root"))
-            summary.left = int((table.id.isin(ids) & (table.status == "pending")).sum())
+            mine = table[table.id.isin(ids)].status
+            summary = GridSummary(spec.name, len(mine), skipped=int((mine == "done").sum()),
+                                  kept_failed=int((mine == "failed").sum()),
+                                  left=int((mine == "pending").sum()))
         else:
             summary = run_grid(spec, max_minutes=left, **kwargs)
         if total is None:
