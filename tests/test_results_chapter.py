@@ -61,3 +61,17 @@ def test_compute_seconds_counts_a_stacked_job_once():
                {"timings": {}}]
     assert compute_seconds(records) == 600.0 * 4
     assert compute_seconds([]) == 0.0
+
+
+def test_exceeding_flags_runs_far_above_mean_imputation_on_the_same_mask():
+    m = R.MEAN_IMPUTATION
+    scores = pd.DataFrame(
+        [("t", 0.1, 0, m, 0.04), ("t", 0.1, 0, "a", 0.05), ("t", 0.1, 0, "b", 227.0),
+         ("t", 0.1, 1, m, 0.10), ("t", 0.1, 1, "a", 0.21), ("t", 0.1, 1, "b", 0.19)],
+        columns=["dataset", "missing_rate", "seed", "method", "mean_error"])
+    out = R.exceeding(scores, ["a", "b"])
+    assert list(zip(out.method, out.seed, strict=True)) == [("b", 0), ("a", 1)]
+    assert out["mean/mode"].tolist() == [0.04, 0.10]
+    assert R.exceeding(scores, ["a", "b"], factor=3).method.tolist() == ["b"]
+    with pytest.raises(MTVAEError, match="factor must be > 1"):
+        R.exceeding(scores, ["a"], factor=1)

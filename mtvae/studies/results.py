@@ -11,6 +11,8 @@ from the same records and the same paired gains:
 * :func:`per_table_verdicts` — per table: the tuned sum, the best MOO method and the best
   reference, each with its 95 % interval;
 * :func:`rate_gains` — each method's gain at each missing rate, across tables;
+* :func:`catastrophic` — the runs whose error is a multiple of mean imputation's (a
+  log-normal predictive mean with a large predicted spread), which drive some means;
 * :func:`feature_errors` / :func:`overlooked` — the features a method imputes no better
   than the column mean or mode (Javaloy et al.'s "overlooked" features), per table, rate
   and seed, and how many of the tuned sum's a method repairs;
@@ -122,6 +124,46 @@ def rate_gains(res: TablesResults) -> pd.DataFrame:
         parts.append(out.assign(missing_rate=rate))
     return pd.concat(parts, ignore_index=True)[
         ["method", "missing_rate", "gain", "ci_low", "ci_high"]]
+
+
+# -- catastrophic imputations --------------------------------------------------------------
+def exceeding(scores: pd.DataFrame, methods: tuple[str, ...] | list[str],
+              factor: float = 2.0) -> pd.DataFrame:
+    """The rows of ``methods`` in a score frame whose ``mean_error`` exceeds ``factor`` times
+    mean/mode imputation's on the same (table, rate, seed), with that error as
+    ``"mean/mode"``."""
+    if not factor > 1:
+        raise MTVAEError(f"factor must be > 1, got {factor!r}")
+    base = scores[scores.method == MEAN_IMPUTATION].set_index(PAIR).mean_error
+    if base.empty:
+        raise MTVAEError(f"no {MEAN_IMPUTATION!r} scores to compare with")
+    rows = scores[scores.method.isin(methods)].join(base.rename("mean/mode"), on=PAIR)
+    return rows[rows.mean_error > factor * rows["mean/mode"]].reset_index(drop=True)
+
+
+def catastrophic(res: TablesResults, factor: float = 2.0) -> pd.DataFrame:
+    """The VAE runs of :attr:`TablesResults.main` whose test error exceeds ``factor`` times
+    mean/mode imputation's on the same mask, with the feature that contributes most, its
+    error, and the run's error under the mode estimator (one row per run).
+
+    The predictive mean of a log-normal feature, ``exp(mu + sigma^2 / 2)``, grows without
+    bound with the predicted ``sigma``: one cell with a large ``sigma`` can make a run's error
+    hundreds of times the baseline's, where the mode ``exp(mu - sigma^2)`` stays small. Such
+    runs are kept in every comparison (they are what the method produced) and listed here
+    so that a reader can see what drives a large mean gain or loss."""
+    bad = exceeding(res.main, res.vae, factor)
+    cols = [*PAIR, "method", "mean_error", "mean/mode", "feature", "feature_error", "mode_error"]
+    if bad.empty:
+        return pd.DataFrame(columns=cols)
+    fe = feature_errors(res)
+    fe = fe.merge(bad[[*PAIR, "method"]], on=[*PAIR, "method"])
+    worst = fe.loc[fe.groupby([*PAIR, "method"]).error.idxmax()].rename(
+        columns={"error": "feature_error"})
+    bad = bad.merge(worst, on=[*PAIR, "method"])
+    mode = TS.scores(res.runs, res.profile, protocol="test_mode", root=res.root,
+                     references=False).set_index([*PAIR, "method"]).mean_error
+    bad["mode_error"] = mode.reindex(pd.MultiIndex.from_frame(bad[[*PAIR, "method"]])).to_numpy()
+    return bad[cols].sort_values([*PAIR, "method"]).reset_index(drop=True)
 
 
 # -- overlooked features --------------------------------------------------------------------
