@@ -55,7 +55,7 @@ def test_studies_are_the_dataclass_fields_of_the_profile(extended):
     smoke = D.studies("smoke")
     profile = get_profile("smoke")
     expected = [f.name for f in fields(Profile) if is_dataclass(getattr(profile, f.name))]
-    assert {"vae", "vq", "hetero"} <= set(expected)
+    assert {"vae", "vq", "tables"} <= set(expected) and "hetero" not in expected
     assert list(smoke) == expected
     assert list(D.studies(extended)) == [*expected, "extra", "nested"]
     assert D.study_title(extended.extra) == "a study the library does not know (a test double)"
@@ -68,10 +68,10 @@ def test_dataset_usage_scans_settings_for_dataset_names_and_rates(extended):
                                  "missing_rates": [0.1, 0.3, 0.5], "max_rows": [100, 10000],
                                  "uncapped": False}
     assert "not-a-dataset" not in usage
-    hetero = get_profile("full").hetero
-    for name in hetero.datasets:
-        assert "hetero" in usage[name]["studies"]
-        assert hetero.missing_rate in usage[name]["missing_rates"]
+    tables = get_profile("full").tables
+    for name in tables.datasets:
+        assert "tables" in usage[name]["studies"]
+        assert set(tables.missing_rates) <= set(usage[name]["missing_rates"])
     assert "vae" in usage["mnist5k"]["studies"]  # implicit: Chapter 1 reads MNIST-5k
     assert usage["boston"]["studies"][-1] == "nested"  # found in a nested spec
     assert 0.5 in usage["boston"]["missing_rates"]
@@ -96,7 +96,7 @@ def test_table_summary_reports_the_studies_rates_and_caps(summary):
     assert summary.loc["diamonds", "studies"] == "tables, extra"
     assert summary.loc["movies", "studies"] == "tables"
     assert summary.loc["movies", "rows used"] == "10000"
-    # hi: capped by the hetero studies, all of its rows in the tables grid (no cap there)
+    # hi: capped by the hetero grid, all of its rows in the tables grid (no cap there)
     assert "hi" not in dict(get_profile("full").tables.row_caps)
     assert summary.loc["hi", "rows used"].split(", ")[-1] == str(summary.loc["hi", "rows"])
 
@@ -176,8 +176,9 @@ def test_model_summary_counts_parameters_of_the_profiles_models(extended):
     assert models.loc[("vae", "MLP VAE"), "parameters"] == sum(
         p.numel() for p in VAE((1, 28, 28), s.latent_dim, hidden=s.hidden).parameters())
     assert f"encoder {encoder:,}" in models.loc[("vae", "MLP VAE"), "parts"]
-    hetero = models.xs("hetero", level="study")
-    assert len(hetero) == len(get_profile("full").hetero.datasets)
+    tables = models.xs("tables", level="study")
+    assert len(tables) == len(get_profile("full").tables.datasets)
+    assert all(name.startswith("HeteroVAE (") for name in tables.index)
     assert models.loc[("vae", "MLP VAE"), "latent"] == s.latent_dim
     without = D.studies_without_models(extended)
     assert {"extra", "nested"} <= set(without) and "tables" not in without

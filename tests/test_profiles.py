@@ -31,10 +31,14 @@ def test_settings_table_renders_every_setting():
         settings_table("nosuchstudy")
 
 
-def test_hetero_study_settings():
-    smoke, full = get_profile("smoke").hetero, get_profile("full").hetero
-    assert len(full.seeds) >= 5 and "sum" in full.methods and "sum" in smoke.methods
+def test_tables_study_settings():
+    smoke, full = get_profile("smoke").tables, get_profile("full").tables
+    assert len(full.seeds) >= 5 and "sum" in full.families and "sum" in smoke.families
     assert smoke.steps < full.steps and len(full.datasets) >= 5
-    assert full.conflict_dataset in full.datasets
-    table = settings_table("hetero")
-    assert table.loc["seeds", "full"] == "0, 1, 2, 3, 4"
+    assert set(smoke.datasets) <= set(full.datasets)
+    for t in (smoke, full):  # tuning happens at a reported rate, on tables of the grid
+        assert t.tuning_rate in t.missing_rates
+        assert set(t.parameter_datasets) <= set(t.datasets)
+        assert not set(t.tuning_seeds) & set(t.seeds), "tuning masks are never reported"
+    table = settings_table("tables")
+    assert table.loc["seeds", "full"] == ", ".join(map(str, range(10)))

@@ -1,15 +1,16 @@
 """Named grids, built from a profile: ``python -m mtvae grid NAME --profile P``.
 
-A named grid's records live in ``results/<NAME>-<profile>/``. ``hetero`` (Chapter 5) is
-Chapter 3's heterogeneous-VAE imputation protocol crossed over tables x methods x missing
-rates x seeds (:class:`mtvae.profiles.GridStudy`), plus the mean/mode baseline for every
-table, rate and seed. The seed is the slowest axis, so a grid stopped half-way already
-holds complete comparisons for its first seeds. ``tables`` (Chapters 3-5) is the
-converged, tuned successor: every shipped table, equal tuning budgets per method family
-(:mod:`mtvae.experiments.tuning`), both evaluation protocols and four classical
-references from scikit-learn (:func:`tables_grid`). ``aux``, ``multimodal``, ``hier``,
-``vqhead`` and ``beta`` are the other multitask settings (Chapters 1-3, issue 13), built the
-same way (:mod:`mtvae.experiments.setting_grids`).
+A named grid's records live in ``results/<NAME>-<profile>/``. ``hetero`` is the
+single-stage heterogeneous-VAE imputation grid, tables x methods x missing rates x seeds
+(:class:`mtvae.profiles.GridStudy`), plus the mean/mode baseline for every table, rate and
+seed; no chapter reads its records (it is the CLI's small example grid). The seed is the
+slowest axis, so a grid stopped half-way already holds complete comparisons for its first
+seeds. ``tables`` (Chapters 3-5) is the converged, tuned successor that the book reads:
+every shipped table, equal tuning budgets per method family (:mod:`mtvae.experiments.tuning`),
+both evaluation protocols and four classical references from scikit-learn
+(:func:`tables_grid`). ``aux``, ``multimodal``, ``hier``, ``vqhead`` and ``beta`` are the
+other multitask settings (Chapters 1-3, issue 13), built the same way
+(:mod:`mtvae.experiments.setting_grids`).
 """
 
 from __future__ import annotations

@@ -270,9 +270,10 @@ def _hier_models(s: Any) -> dict[str, nn.Module]:
 
 
 # Study field -> the models it trains. Add an entry when a study brings a new model. The
-# ``grid`` and ``tables`` studies (Chapter 5) train Chapter 3's network on their own tables.
+# ``grid`` (the single-stage ``hetero`` grid) and ``tables`` (the tables grid, Chapters 3-5)
+# studies train the heterogeneous VAE on their own tables.
 MODEL_BUILDERS: dict[str, ModelBuilder] = {
-    "vae": _vae_models, "vq": _vq_models, "hetero": _hetero_models, "grid": _hetero_models,
+    "vae": _vae_models, "vq": _vq_models, "grid": _hetero_models,
     "aux": _aux_models, "multimodal": _multimodal_models, "hier": _hier_models,
     "tables": _hetero_models,
 }
