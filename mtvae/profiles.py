@@ -417,7 +417,8 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         name="full",
         description=("the thesis numbers, all seeds and budgets: 25-50 CPU minutes a chapter; "
-                     "the Chapter 5 grid about 35 min with 2 workers on 2 CPUs"),
+                     "the tables grid behind Chapters 3.1 and 5 runs outside the book "
+                     "(`python -m mtvae grid tables`, many core-hours)"),
     ),
 }
 
