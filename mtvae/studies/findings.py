@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mtvae import comparisons as C
+from mtvae.errors import MTVAEError
 from mtvae.experiments import get_grid
 from mtvae.experiments.runner import run_staged
 from mtvae.profiles import get_profile
@@ -85,7 +86,6 @@ def compute(profile: str, device: str = "auto", run_grid: bool | None = None) ->
         run_staged(lambda: get_grid("tables", P.name), device=device, progress="none")
     res = R.load(P)
     if not res.many:
-        from mtvae.errors import MTVAEError
         raise MTVAEError(f"the headline needs at least 2 complete tables of the tables-{P.name} "
                          f"grid, it has {len(res.complete)}; run "
                          f"`python -m mtvae grid tables --profile {P.name}`")
