@@ -53,3 +53,8 @@ def glue_sentence(name: str, text: str) -> str:
 
     _glue(name, Markdown(text), display=False)
     return text
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``"1 learning rate"`` / ``"3 learning rates"``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"

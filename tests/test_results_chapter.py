@@ -43,9 +43,12 @@ def test_overlooked_is_the_seed_averaged_ratio_to_mean_imputation():
 
 
 def test_core_hours_counts_each_stacked_job_once():
-    runs = pd.DataFrame({"seconds": [3600.0, 3600.0, 3600.0, 1800.0, None],
-                         "stack": [3, 3, 3, 1, None]})
-    assert TS.core_hours(runs) == pytest.approx(1.5)
+    # one stacked job of three, two single runs as long as it, and a record without a time
+    runs = pd.DataFrame({"seconds": [3600.0, 3600.0, 3600.0, 3600.0, 3600.0, None],
+                         "engine": ["stacked"] * 3 + ["single"] * 2 + [None],
+                         "stack": [3, 3, 3, 1, 1, None]})
+    assert TS.core_hours(runs) == pytest.approx(3.0)
+    assert TS.core_hours(runs.drop(columns=["engine", "stack"])) == pytest.approx(5.0)
     assert TS.core_hours(pd.DataFrame({"id": []})) == 0.0
 
 

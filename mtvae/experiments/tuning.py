@@ -24,11 +24,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from mtvae.errors import MTVAEError
 from mtvae.moo.chain import parse_spec
 from mtvae.moo.methods import AGGREGATORS
+from mtvae.studies.selection import select_on_validation
 
 SUM_VARIANTS = ("sum", "sum:initial-loss", "sum:type")
 CRMOGM = (0.0, 0.5, 0.9)
@@ -95,14 +97,20 @@ def choose(runs: pd.DataFrame, family: str, lrs: Sequence[float], seeds: Sequenc
     choice and the table of mean validation errors (ties go to the earlier configuration,
     so the default wins a tie). Only the ``val`` scores are read.
     """
+    cfgs = configs(family, lrs)
     rows = []
-    for cfg in configs(family, lrs):
+    for i, cfg in enumerate(cfgs):
         sub = runs[(runs.method == cfg.method) & (runs.lr == cfg.lr) & runs.seed.isin(seeds)]
         if sub.seed.nunique() < len(seeds):
             return None
-        errors = [_val_error(r) for _, r in sub.iterrows()]
-        rows.append({"method": cfg.method, "lr": cfg.lr,
-                     "val_error": sum(errors) / len(errors)})
-    table = pd.DataFrame(rows)
-    best = int(table.val_error.to_numpy().argmin())
-    return Config(str(table.method[best]), float(table.lr[best])), table
+        rows += [{"option": i, "val_error": _val_error(r)} for _, r in sub.iterrows()]
+    errors = pd.DataFrame(rows)
+    means = errors.groupby("option").val_error.mean()
+    table = pd.DataFrame({"method": [c.method for c in cfgs], "lr": [c.lr for c in cfgs],
+                          "val_error": means.reindex(range(len(cfgs))).to_numpy()})
+    if not np.isfinite(table.val_error).any():
+        return cfgs[0], table  # every configuration diverged: the default stands
+    # a diverged run (inf) leaves its configuration without a validation mean: never chosen
+    sel = select_on_validation(errors.replace(math.inf, math.nan), param="option",
+                               val_metric="val_error", higher_is_better=False)
+    return cfgs[int(sel.chosen.option.iloc[0])], table

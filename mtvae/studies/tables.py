@@ -37,7 +37,7 @@ from mtvae.experiments.grids import (
 )
 from mtvae.experiments.tuning import choose, default, family_of
 from mtvae.profiles import Profile
-from mtvae.results import results_dir
+from mtvae.results import compute_seconds, results_dir
 
 TUNED_SUM = "sum (tuned)"
 REFERENCE_NAMES = {"mean": "mean/mode", "knn": "k-NN", "mice": "MICE (Bayesian ridge)",
@@ -125,11 +125,16 @@ def convergence(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def core_hours(runs: pd.DataFrame) -> float:
-    """Training time of ``runs`` in core-hours (a job runs on one thread). The members of a
-    stacked job share its wall time, which each record repeats, so each job counts once."""
+    """Training time of ``runs`` (a :func:`load_results` frame) in core-hours, a job running on
+    one thread; each stacked job counts once (:func:`mtvae.results.compute_seconds`)."""
     if "seconds" not in runs.columns:
         return 0.0
-    return float(runs.seconds.dropna().drop_duplicates().sum() / 3600)
+    rows = runs.dropna(subset=["seconds"])
+    engines = rows["engine"] if "engine" in rows.columns else pd.Series("single", rows.index)
+    stacks = rows["stack"] if "stack" in rows.columns else pd.Series(1, rows.index)
+    return compute_seconds(
+        {"engine": {"name": e, "stack": s}, "timings": {"seconds": float(t)}}
+        for e, s, t in zip(engines, stacks, rows["seconds"], strict=True)) / 3600
 
 
 def scores(runs: pd.DataFrame, profile: Profile, *, protocol: str = "test",
