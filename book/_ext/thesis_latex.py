@@ -9,6 +9,10 @@ Sphinx's LaTeX builder gathers every citation into one ``thebibliography`` node 
 end of the document, after the appendix, and would leave the book's bibliography page as an
 empty chapter. Here that node replaces the bibliography page (``thesis_bibliography_doc``),
 so the PDF has one bibliography, in the place the table of contents gives it.
+
+LaTeX never breaks a word at an underscore, so a name such as ``breast_cancer`` in a narrow
+table column ran into the next column and was clipped; in tables a break is allowed after
+each underscore.
 """
 
 from __future__ import annotations
@@ -46,10 +50,26 @@ def place_bibliography(doctree: nodes.document, docname: str) -> None:
     page += bib
 
 
+def breakable_underscores(doctree: nodes.document) -> None:
+    """Allow a line break after every ``_`` in the text of tables (LaTeX only)."""
+    for table in list(doctree.findall(nodes.table)):
+        for text in list(table.findall(nodes.Text)):
+            if "_" not in text or isinstance(text.parent, nodes.raw):
+                continue
+            pieces: list[nodes.Node] = []
+            for i, part in enumerate(str(text).split("_")):
+                if i:
+                    pieces += [nodes.Text("_"), nodes.raw("", r"\allowbreak{}", format="latex")]
+                if part:
+                    pieces.append(nodes.Text(part))
+            text.parent.replace(text, pieces)
+
+
 def on_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     if app.builder.format != "latex":
         return
     strip_code(doctree)
+    breakable_underscores(doctree)
     place_bibliography(doctree, app.config.thesis_bibliography_doc)
 
 
