@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mtvae.data import load
-from mtvae.data.tabular import available_tables
+from mtvae.data.tables import available_tables
 from mtvae.models import HeteroVAE
 from mtvae.moo import available
 from mtvae.train import fit

@@ -16,7 +16,6 @@ from mtvae.data.schema import FEATURE_TYPES, Feature, Schema
 from mtvae.data.tabular import (
     POS_TINY,
     TabularScaler,
-    available_tables,
     from_csv,
     from_frame,
     mcar_mask,
@@ -300,7 +299,7 @@ def test_every_table_loads(name):
 
 
 def test_registry_and_available_tables():
-    assert available_tables() == TABLES
+    assert tables.available_tables() == data.available_tables() == TABLES
     assert set(TABLES) <= set(data.available())
 
 

@@ -15,10 +15,9 @@ from mtvae.data.paired import load_paired_digits as load_paired_digits
 from mtvae.data.ppca import PPCAModel, linear_gaussian_log_marginal, make_ppca
 from mtvae.data.schema import FEATURE_TYPES, Feature, Schema
 from mtvae.data.shapes import load_shapes
-from mtvae.data.tables import TABLES, load_table
+from mtvae.data.tables import TABLES, available_tables, load_table
 from mtvae.data.tabular import (
     TabularScaler,
-    available_tables,
     from_csv,
     from_frame,
     mcar_mask,

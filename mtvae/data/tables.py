@@ -210,3 +210,8 @@ def load_table(
                         source=table.source)
     ds.info |= info
     return ds
+
+
+def available_tables() -> list[str]:
+    """Names of the bundled tables, in the order of the book (all load offline)."""
+    return list(TABLES)

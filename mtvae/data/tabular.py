@@ -410,9 +410,3 @@ def from_csv(
         ) from None
     return from_frame(df, schema, name=name or path.stem, source=str(path), **options)
 
-
-def available_tables() -> list[str]:
-    """Names of the bundled tables, in the order of the book (all load offline)."""
-    from mtvae.data.tables import TABLES
-
-    return list(TABLES)
