@@ -171,7 +171,14 @@ def conclusion_sentence(f: Findings) -> str:
         return text + (f"on tables, {code_list(tuned)} still help against a sum given the same "
                        "tuning budget.")
     return text + ("on tables, against a sum given the same tuning budget, none of them helps "
-                   f"(on the {f.n_tables} tables complete so far).")
+                   f"(on {tables_scope(f)}).")
+
+
+def tables_scope(f: Findings) -> str:
+    """Which tables the headline rests on: all of the grid's, or those complete so far."""
+    if f.n_tables == f.n_planned:
+        return f"all {f.n_tables} tables of the grid"
+    return f"the {f.n_tables} of the grid's {f.n_planned} tables complete so far"
 
 
 def settings_sentence(f: Findings) -> str:
