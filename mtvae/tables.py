@@ -58,11 +58,18 @@ def fmt_number(value: object, digits: int = 3, sign: bool = False) -> str:
     return text.replace("-", "−")
 
 
+LARGE = 1e6  # fmt_fixed switches to scientific notation from here on
+
+
 def fmt_fixed(value: object, decimals: int = 3, sign: bool = False) -> str:
-    """A number with a fixed number of decimals (``sign``: always show + or −)."""
+    """A number with a fixed number of decimals (``sign``: always show + or −); from
+    ``LARGE`` on in scientific notation (``+2.7e+48``), which a diverged run can produce."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    text = f"{float(value):{'+' if sign else ''}.{decimals}f}"  # type: ignore[arg-type]
+    v = float(value)  # type: ignore[arg-type]
+    if math.isfinite(v) and abs(v) >= LARGE:
+        return f"{v:{'+' if sign else ''}.1e}".replace("-", "−")
+    text = f"{v:{'+' if sign else ''}.{decimals}f}"
     return text.replace("-", "−")
 
 

@@ -61,3 +61,12 @@ def test_long_tables_may_break_across_pages() -> None:
 def test_bad_label_or_caption_is_one_clear_error(label: str, caption: str) -> None:
     with pytest.raises(MTVAEError):
         T.table(pd.DataFrame({"x": [1]}), caption, label)
+
+
+def test_fmt_fixed_writes_huge_values_in_scientific_notation():
+    from mtvae.tables import fmt_fixed
+
+    assert fmt_fixed(1.88e49, 1, sign=True) == "+1.9e+49"
+    assert fmt_fixed(-2.5e7, 1) == "−2.5e+07"
+    assert fmt_fixed(999_999.0, 1) == "999999.0"  # below LARGE: fixed
+    assert fmt_fixed(float("inf"), 1) == "inf"

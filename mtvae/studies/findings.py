@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mtvae import comparisons as C
+from mtvae import tables as T
 from mtvae.errors import MTVAEError
 from mtvae.experiments import get_grid
 from mtvae.experiments.runner import run_staged
@@ -133,7 +134,7 @@ def code_list(names: tuple[str, ...] | list[str]) -> str:
 
 def pct(x: float) -> str:
     """A relative gain as a signed percentage with a true minus: ``−1.1 %``."""
-    return f"{100 * x:+.1f} %".replace("-", "−")
+    return T.fmt_fixed(100 * x, 1, sign=True) + " %"
 
 
 def tables_sentence(f: Findings, lead: str = "on heterogeneous tables ") -> str:
