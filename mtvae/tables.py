@@ -31,12 +31,16 @@ LABEL_RE = re.compile(r"^tab-[a-z0-9-]+$")
 Formatter = Callable[[object], str]
 
 
+LARGE = 1e6  # fmt_number and fmt_fixed switch to scientific notation from here on
+
+
 def fmt_number(value: object, digits: int = 3, sign: bool = False) -> str:
     """A number with ``digits`` significant digits (ints exactly); NaN becomes an en dash.
 
-    Never scientific notation and never more than six decimals: tiny values are written
-    with six decimals (``0.000029``), large ones without decimals, with thin-space groups;
-    a value that is exact at that precision (a setting such as ``0.1``) drops padding zeros.
+    Never more than six decimals: tiny values are written with six decimals (``0.000029``),
+    large ones without decimals, with thin-space groups; a value that is exact at that
+    precision (a setting such as ``0.1``) drops padding zeros. A float from ``LARGE`` on (what
+    a diverged run produces) is written in scientific notation (``2.7e+48``).
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -48,6 +52,8 @@ def fmt_number(value: object, digits: int = 3, sign: bool = False) -> str:
     v = float(value)  # type: ignore[arg-type]
     if v == 0:
         return "0"
+    if math.isfinite(v) and abs(v) >= LARGE:
+        return f"{v:{plus}.{max(digits - 2, 0)}e}".replace("-", "−")
     if abs(v) >= 10 ** digits:
         text = f"{v:{plus},.0f}".replace(",", "\u2009")
     else:
@@ -56,9 +62,6 @@ def fmt_number(value: object, digits: int = 3, sign: bool = False) -> str:
         if "." in text and float(text) == v:  # an exact setting (0.1, 1e-3): no padding zeros
             text = text.rstrip("0").rstrip(".")
     return text.replace("-", "−")
-
-
-LARGE = 1e6  # fmt_fixed switches to scientific notation from here on
 
 
 def fmt_fixed(value: object, decimals: int = 3, sign: bool = False) -> str:

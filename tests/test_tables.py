@@ -70,3 +70,4 @@ def test_fmt_fixed_writes_huge_values_in_scientific_notation():
     assert fmt_fixed(-2.5e7, 1) == "−2.5e+07"
     assert fmt_fixed(999_999.0, 1) == "999999.0"  # below LARGE: fixed
     assert fmt_fixed(float("inf"), 1) == "inf"
+    assert T.fmt_number(2.747e48) == "2.7e+48" and T.fmt_number(900_387.2) == "900\u2009387"
