@@ -71,7 +71,7 @@ def fmt_fixed(value: object, decimals: int = 3, sign: bool = False) -> str:
         return "–"
     v = float(value)  # type: ignore[arg-type]
     if math.isfinite(v) and abs(v) >= LARGE:
-        return f"{v:{'+' if sign else ''}.1e}".replace("-", "−")
+        return fmt_number(v, sign=sign)  # one home for the scientific notation
     text = f"{v:{'+' if sign else ''}.{decimals}f}"
     return text.replace("-", "−")
 
