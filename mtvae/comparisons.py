@@ -212,7 +212,9 @@ def across_tables(per_table: pd.DataFrame, *, layout: Layout = Layout(),
 
 
 # -- p-values for declared primary comparisons ---------------------------------------------
-def _wilcoxon(x: np.ndarray) -> tuple[float, float]:
+def signed_rank(x: np.ndarray) -> tuple[float, float]:
+    """Two-sided Wilcoxon signed-rank test of paired differences ``x`` against 0: the
+    statistic and p-value; zero differences split between the signs, all zeros give p = 1."""
     if np.all(x == 0):
         return math.nan, 1.0
     res = st.wilcoxon(x, zero_method="zsplit")
@@ -230,7 +232,7 @@ def wilcoxon_tables(per_table: pd.DataFrame, *, layout: Layout = Layout()) -> pd
     for m, g in per_table.groupby(layout.method, sort=False):
         if len(g) < 2:
             raise MTVAEError(f"{m!r} has {len(g)} table(s); the test needs at least 2")
-        stat, p = _wilcoxon(g["gain"].to_numpy(dtype=float))
+        stat, p = signed_rank(g["gain"].to_numpy(dtype=float))
         rows.append({layout.method: m, "n_tables": len(g), "gain": float(g.gain.mean()),
                      "statistic": stat, "p_value": p})
     return pd.DataFrame(rows)
@@ -253,7 +255,7 @@ def seed_tests(gains: pd.DataFrame, *, test: str = "t",
         if len(x) < 2:
             raise MTVAEError(f"{m!r} on {t!r} has {len(x)} seed(s); the test needs at least 2")
         if test == "wilcoxon":
-            stat, p = _wilcoxon(x)
+            stat, p = signed_rank(x)
         elif np.ptp(x) == 0:
             stat, p = math.nan, 1.0 if x[0] == 0 else 0.0
         else:

@@ -292,7 +292,8 @@ def test_grid_runs_resumes_and_reports(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["grid", "nope"], "mtvae: error: unknown grid 'nope'; valid grids are: aux, beta, hetero"),
+        (["grid", "nope"],
+         "mtvae: error: unknown grid 'nope'; valid grids are: aux, beta, cvae, hetero"),
         (["grid", "hetero", "--executor", "k8s"],
          "argument --executor: invalid choice: 'k8s' (choose from 'local', 'slurm')"),
         (["grid", "hetero", "--profile", "huge"],

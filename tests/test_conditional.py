@@ -107,32 +107,3 @@ def test_cvae_sample_plugs_into_the_scorer():
     gen = torch.Generator().manual_seed(0)
     s = score_generator(lambda y: cvae.sample(y, 1, gen), _bright, n_classes=2, per_class=5)
     assert 0.0 <= s["cond_accuracy"] <= 1.0 and s["diversity"] > 0.0
-
-
-@pytest.mark.slow
-def test_the_book_run_scores_both_generators_and_real_images(tmp_path, monkeypatch):
-    from dataclasses import replace
-
-    from mtvae.profiles import get_profile
-    from mtvae.studies import auxiliary
-    from mtvae.studies.conditional import run
-
-    monkeypatch.setenv("MTVAE_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("MTVAE_CACHE", str(tmp_path / "cache"))
-    smoke = get_profile("smoke")
-    tiny = replace(smoke, aux=replace(smoke.aux, train_size=200, hidden=(16,), latent_dim=2,
-                                      epochs=1, eval_samples=1),
-                   vq=replace(smoke.vq, train_size=200, classifier_epochs=1))
-    aux = auxiliary.Study(tiny, device="cpu", progress="none")
-    record = run(aux, seed=0, per_class=3)
-    m = record["metrics"]
-    assert set(m) == {"cvae", "heads", "real"}
-    for part in ("cvae", "heads", "real"):
-        assert 0.0 <= m[part]["cond_accuracy"] <= 1.0 and m[part]["diversity"] > 0.0
-        assert len(m[part]["per_class_accuracy"]) == 10
-    # log p(x) ≥ ELBO(x, y) - log 10, so the marginal bound costs at most log 10 nats
-    # (plus Monte-Carlo noise: one posterior draw per image here)
-    gap = m["cvae"]["nelbo_marginal"] - m["cvae"]["nelbo_given_y"]
-    assert math.isfinite(gap) and gap < math.log(10) + 1.0
-    assert m["cvae"]["epochs_cap"] == 1 and m["cvae"]["epochs_run"] == 1
-    assert run(aux, seed=0, per_class=3) == record  # cached: loaded, not recomputed

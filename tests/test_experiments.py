@@ -180,7 +180,7 @@ def test_unknown_names_list_the_valid_ones():
     with pytest.raises(MTVAEError, match="valid executors are: local, slurm"):
         get_executor("kubernetes")
     with pytest.raises(MTVAEError,
-                       match="valid grids are: aux, beta, hetero, hier, multimodal, tables"):
+                       match="valid grids are: aux, beta, cvae, hetero, hier, multimodal, tables"):
         get_grid("nope")
     with pytest.raises(MTVAEError, match="valid profiles are: full, smoke"):
         get_grid("hetero", "medium")

@@ -162,25 +162,3 @@ def test_semi_supervised_training_is_deterministic_and_learns_a_factor(shapes):
         runs.append((res.history[-1]["val_loss"], acc))
     assert runs[0] == runs[1]
     assert runs[0][1] > 0.3  # chance is 1/6
-
-
-def test_study_gain_pairs_heads_with_the_plain_probe_by_seed():
-    import pandas as pd
-
-    from mtvae.studies import auxiliary as A
-
-    rows = []
-    for seed in (0, 1):
-        for frac in (1.0, 0.1):
-            rows.append({"dataset": "mnist5k", "method": A.PLAIN, "fraction": frac, "seed": seed,
-                         "head": "digit", "probe_acc": 0.8 - 0.3 * (frac < 1) + 0.01 * seed,
-                         "head_acc": np.nan, "test_nelbo": 100.0})
-            rows.append({"dataset": "mnist5k", "method": "sum", "fraction": frac, "seed": seed,
-                         "head": "digit", "probe_acc": 0.5, "head_acc": 0.9 - 0.3 * (frac < 1),
-                         "test_nelbo": 101.0})
-    runs = pd.DataFrame(rows)
-    g = A.gains(runs).set_index(["fraction", "seed"]).gain
-    assert g.loc[(1.0, 0)] == pytest.approx(0.1) and g.loc[(0.1, 1)] == pytest.approx(0.09)
-    table = A.results_table(runs)
-    assert table.loc[("100 %", "sum"), "head accuracy (%)"] == "90.0 ± 0.0"
-    assert table.loc[("10 %", A.PLAIN), "head accuracy (%)"] == "–"

@@ -28,6 +28,7 @@ from mtvae.experiments.setting_grids import (
     STAGED_SETTINGS,
     aux_grid,
     beta_grid,
+    cvae_grid,
     hier_grid,
     multimodal_grid,
     vqhead_grid,
@@ -153,7 +154,7 @@ def tables_grid(profile: Profile, root: str | Path | None = None) -> GridSpec:
 GRIDS: dict[str, Callable[..., GridSpec]] = {
     "hetero": hetero_grid, "tables": tables_grid, "aux": aux_grid,
     "multimodal": multimodal_grid, "hier": hier_grid, "vqhead": vqhead_grid,
-    "beta": beta_grid}
+    "beta": beta_grid, "cvae": cvae_grid}
 STAGED = ("tables", *STAGED_SETTINGS)
 """Grids whose later blocks depend on earlier records: rebuilt after every pass."""
 

@@ -79,6 +79,24 @@ def aux_choices(profile: Profile, root: str | Path | None = None) -> pd.DataFram
                    grid_folder(f"aux-{profile.name}", root))
 
 
+# -- label-conditioned generation ------------------------------------------------------------
+def cvae_grid(profile: Profile) -> GridSpec:
+    """The conditional VAE and the multitask VAE's head as generators (MNIST-5k, all labels),
+    with the ``aux`` grid's architecture and budget."""
+    import mtvae.experiments.cond_kinds  # noqa: F401  (registers the kinds)
+
+    a, s = profile.aux_grid, profile.cvae_grid
+    fixed = {"latent_dim": a.latent_dim, "hidden": list(a.hidden), "batch_size": a.batch_size,
+             "lr": a.lr, "epochs": a.epochs, "patience": a.patience,
+             "train_size": a.train_size, "eval_samples": a.eval_samples,
+             "per_class": s.per_class, "classifier_profile": profile.name}
+    blocks = (Block("cvae", {"seed": tuple(s.seeds)}, fixed),
+              Block("heads-gen", {"seed": tuple(s.seeds),
+                                  "label_weight": tuple(map(float, s.head_weights))}, fixed))
+    return GridSpec(f"cvae-{profile.name}", blocks,
+                    description="label-conditioned generation: CVAE vs the multitask head")
+
+
 # -- multimodal ------------------------------------------------------------------------------
 def mm_points(profile: Profile) -> list[dict[str, Any]]:
     for f in profile.mm_grid.fusions:

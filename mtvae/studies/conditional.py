@@ -17,30 +17,21 @@ generated images the classifier assigns to the requested label (chance 1 / C), a
 same label (0 = one image repeated; compare with the same number on real test images of a
 class). Images are the means of p(x | z), as everywhere the book shows samples.
 
-:func:`run` is the book's cached run for one seed: it trains (or loads) a CVAE with the
-auxiliary study's MNIST-5k settings, loads that study's multitask model (all labels), and
-scores both generators and the real test images with chapter 2's classifier.
+The book's runs are the ``cvae`` grid's kinds (:mod:`mtvae.experiments.cond_kinds`): a CVAE
+and the multitask VAE's head, trained with the ``aux`` grid's MNIST-5k settings and scored
+with chapter 2's classifier, beside the real test images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from mtvae.errors import MTVAEError
 from mtvae.metrics import class_scores
-from mtvae.models.cvae import ConditionalVAE
 from mtvae.models.multitask import MultitaskVAE
-from mtvae.results import cache_dir, cached_run, run_id
-from mtvae.studies import auxiliary, vqvaes
-from mtvae.train import FitResult, fit
-
-DATASET = "mnist5k"
-HEAD = "y_digit"  # the auxiliary study's digit head on MNIST-5k
-PER_CLASS = 100  # generated images per label
 
 Generate = Callable[[Tensor], Tensor]  # requested labels [N] -> images [N, ...]
 Classify = Callable[[Tensor], Tensor]  # images [N, ...] -> class probabilities [N, C]
@@ -154,79 +145,3 @@ def head_conditional_sample(model: MultitaskVAE, head: str, y: Tensor,
     """Means of p(x | z) for z ~ p(z | y) (:func:`head_conditional_codes`): ``[N, *x_shape]``."""
     z = head_conditional_codes(model, head, y, generator)
     return model.likelihood.mean(model.decode(z))
-
-
-# -- the book's runs ---------------------------------------------------------------------------
-def cvae_config(aux: auxiliary.Study, seed: int) -> dict[str, Any]:
-    """The CVAE's settings: the auxiliary study's MNIST-5k architecture and budget."""
-    s = aux.s
-    return {"model": "cvae", "dataset": DATASET, "seed": seed, "latent_dim": s.latent_dim,
-            "hidden": list(s.hidden), "batch_size": s.batch_size, "lr": s.lr,
-            "epochs": s.epochs, "patience": s.patience, "likelihood": "bernoulli",
-            "binarize": "dynamic", "train_size": s.train_size,
-            "eval_samples": s.eval_samples, "device": aux.device}
-
-
-def cvae_model(aux: auxiliary.Study, seed: int) -> tuple[ConditionalVAE, FitResult]:
-    """A trained CVAE (loaded from its checkpoint when it exists)."""
-    cfg = cvae_config(aux, seed)
-    data = aux.data(DATASET)
-    torch.manual_seed(seed)
-    model = ConditionalVAE(data.x_shape, cfg["latent_dim"], n_classes=int(data.n_classes or 10),
-                           hidden=tuple(cfg["hidden"]))
-    ckpt = cache_dir() / aux.grid / f"{run_id('cvae', cfg)}.pt"
-    res = fit(model, data, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-              patience=cfg["patience"], seed=seed, device=aux.device, checkpoint=ckpt,
-              progress=aux.progress, desc=f"cvae seed={seed}")
-    return model, res
-
-
-def classifier_config(aux: auxiliary.Study) -> dict[str, Any]:
-    """What identifies chapter 2's classifier (so that a change of it reruns the scores)."""
-    vq = aux.profile.vq
-    return {"grid": f"ch02-{aux.profile.name}", "epochs": vq.classifier_epochs,
-            "train_size": vq.train_size}
-
-
-def run(aux: auxiliary.Study, seed: int, heads_method: str = "sum",
-        per_class: int = PER_CLASS) -> dict[str, Any]:
-    """One seed's record: ``cvae``, ``heads`` (the multitask model trained with
-    ``heads_method`` on all labels) and ``real`` (test images) scores, plus the CVAE's test
-    bounds ``nelbo_given_y`` (-ELBO(x, y)) and ``nelbo_marginal`` (a bound on -log p(x),
-    comparable with a VAE's -ELBO) and its convergence."""
-    cfg = {"model": "cond-gen", "seed": seed, "per_class": per_class,
-           "cvae": cvae_config(aux, seed),
-           "heads": aux.config(DATASET, heads_method, seed, 1.0),
-           "classifier": classifier_config(aux), "device": aux.device}
-
-    def compute() -> dict[str, Any]:
-        clf, _ = vqvaes.classifier(vqvaes.Study(aux.profile, device=aux.device,
-                                                progress=aux.progress))
-        cvae, res = cvae_model(aux, seed)
-        heads, _ = aux.model(DATASET, heads_method, seed, 1.0)
-        assert isinstance(heads, MultitaskVAE)
-        test = aux.data(DATASET).test
-        dev = test.x.device
-        gen = torch.Generator(device=dev).manual_seed(seed)
-        classify = clf.predict_proba
-        n_classes = cvae.n_classes
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            cvae.eval()
-            x, y = test.x, test.y
-            k = cfg["cvae"]["eval_samples"]
-            nelbo_y = float(-cvae.elbo(x, y, k).mean())
-            nelbo_x = float(-cvae.marginal_elbo(x, k).mean())
-        return {
-            "cvae": score_generator(lambda q: cvae.sample(q, 1, gen), classify, n_classes,
-                                    per_class, dev)
-            | {"nelbo_given_y": nelbo_y, "nelbo_marginal": nelbo_x,
-               "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-               "stopped_early": res.stopped_early, "epochs_cap": cfg["cvae"]["epochs"],
-               "train_seconds": res.seconds},
-            "heads": score_generator(lambda q: head_conditional_sample(heads, HEAD, q, gen),
-                                     classify, n_classes, per_class, dev),
-            "real": conditional_scores(x, y, classify(x)),
-        }
-
-    return cached_run(aux.grid, "cond-gen", cfg, compute, device=aux.device)

@@ -25,6 +25,7 @@ from mtvae.profiles import get_profile
 from mtvae.stats import holm_adjust
 from mtvae.studies import overview as O
 from mtvae.studies import results as R
+from mtvae.studies import settings as S
 from mtvae.studies import tables as TS
 
 BETTER, WORSE = "better on every seed", "worse on every seed"
@@ -58,6 +59,7 @@ class Findings:
     reference_high: float
     settings: pd.DataFrame  # overview.settings_table: one row per setting × condition × method
     conditions: pd.DataFrame  # results.conditions (empty with fewer than 3 tables)
+    aux: S.AuxEvidence | None = None  # the aux grid's tuned comparisons (complete settings)
 
     @property
     def consistent_gains(self) -> pd.DataFrame:
@@ -115,6 +117,7 @@ def compute(profile: str, device: str = "auto", run_grid: bool | None = None) ->
         best_reference=ref, reference_gain=float(g.loc[ref, "gain"]),
         reference_low=float(g.loc[ref, "ci_low"]), reference_high=float(g.loc[ref, "ci_high"]),
         settings=O.settings_table(profile, device), conditions=conditions,
+        aux=S.aux_evidence(P),
     )
 
 
@@ -201,3 +204,29 @@ def settings_sentence(f: Findings) -> str:
         text += f" {len(paid)} of the {g} consistent gains came with a worse second metric"
         text += (" (" + ", ".join(sorted(set(paid.cost_metric))) + ")." if len(paid) else ".")
     return text
+
+
+def aux_tuned_sentence(f: Findings) -> str:
+    """One sentence on the auxiliary heads against a tuned sum: the primary comparisons of the
+    ``aux`` grid's complete settings, or that none is complete yet."""
+    e = f.aux
+    if e is None or e.holm is None:
+        return ("For the label heads the tuned-sum grid (a λ grid against each MOO method's "
+                "smoothing, equal budgets) has no complete setting yet.")
+    where = sorted(set(e.primary["where"]))
+    wins = e.holm[e.holm.reject & (e.holm.gain > 0)]
+    losses = e.holm[e.holm.reject & (e.holm.gain < 0)]
+    best = e.primary.loc[e.primary.gain.idxmax()]
+    text = (f"For the label heads, the tuned-sum grid is complete at {'; '.join(where)}: "
+            f"against a sum whose label weight was chosen on validation, ")
+    if len(wins):
+        text += f"{len(wins)} of the {len(e.holm)} tuned MOO comparisons gain (Holm-corrected)"
+    else:
+        text += (f"none of the {len(e.holm)} tuned MOO methods gains in head accuracy "
+                 f"(the best, `{best.arm.removesuffix(' (tuned)')}`, "
+                 f"{T.fmt_fixed(100 * best.gain, 1, sign=True)} points, 95 % interval "
+                 f"[{T.fmt_fixed(100 * best.low, 1, sign=True)}, "
+                 f"{T.fmt_fixed(100 * best.high, 1, sign=True)}])")
+    if len(losses):
+        text += f", and {len(losses)} lose after Holm's correction"
+    return text + "."

@@ -41,7 +41,7 @@ from mtvae.results import compute_seconds
 # Studies that use a dataset without naming it in their settings (the rest is found by
 # scanning the settings for dataset names). Extend when a study reads a fixed dataset.
 IMPLICIT_DATASETS: dict[str, tuple[str, ...]] = {
-    "vae": ("mnist5k", "ppca"), "vq": ("mnist5k",), "aux": ("mnist5k", "shapes"),
+    "vae": ("mnist5k", "ppca"), "vq": ("mnist5k",),
     "multimodal": ("paired-digits",),
 }
 
@@ -274,7 +274,7 @@ def _hier_models(s: Any) -> dict[str, nn.Module]:
 # studies train the heterogeneous VAE on their own tables.
 MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "vae": _vae_models, "vq": _vq_models, "grid": _hetero_models,
-    "aux": _aux_models, "multimodal": _multimodal_models, "hier": _hier_models,
+    "aux_grid": _aux_models, "multimodal": _multimodal_models, "hier": _hier_models,
     "tables": _hetero_models,
 }
 

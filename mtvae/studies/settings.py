@@ -11,7 +11,9 @@ test metric.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +125,203 @@ def convergence(runs: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     out = pd.DataFrame({"runs": g.size(), "stopped_by_patience": g.stopped_early.mean(),
                         "median_best_epoch": g.best_epoch.median(), "epoch_cap": g.epoch_cap.max()})
     return out.reset_index(drop=not by)
+
+
+# -- what the chapters read: complete points, arms, gains with tests ------------------------
+DEFAULT_SUM = "sum (λ = 1)"
+PLAIN_PROBE = "plain VAE + probe"
+
+
+def tuned(family: str) -> str:
+    """The arm name of a family's configuration chosen on validation."""
+    return TUNED_SUM if family == "sum" else f"{family} (tuned)"
+
+
+def point_status(grid: str, profile: Profile, root: str | Path | None = None) -> pd.DataFrame:
+    """One row per setting point of a staged grid: its planned, recorded and pending runs and
+    ``complete`` (every family's tuning chosen, every evaluation run recorded). A run whose
+    config lacks a point key (the ``aux`` grid's plain VAE has no label fraction) belongs to
+    every point it matches on the keys it has."""
+    from mtvae.experiments import get_grid
+    from mtvae.experiments.runner import plan
+
+    kind, study, points, fixed, keys = _layout(grid, profile)
+    t = _tuning(study)
+    folder = grid_folder(f"{grid}-{profile.name}", root)
+    spec = get_grid(grid, profile.name, root)
+    status = dict(zip(*(plan(spec, root)[c] for c in ("id", "status")), strict=True))
+    rows = []
+    for point in points:
+        mine = [r for r in spec.runs()
+                if all(str(r.config[k]) == str(v) for k, v in point.items() if k in r.config)]
+        st = pd.Series([status[r.id] for r in mine], dtype=object)
+        picks = [choose_option(folder, kind, {**fixed, **point}, options(t, fam),
+                               t.tuning_seeds, t.select_on) for fam in t.families]
+        pending = int((st == "pending").sum())
+        rows.append({**point, "planned": len(mine), "done": int((st == "done").sum()),
+                     "failed": int((st == "failed").sum()), "pending": pending,
+                     "tuned": all(p is not None for p in picks),
+                     "complete": pending == 0 and all(p is not None for p in picks)})
+    return pd.DataFrame(rows, columns=[*keys, "planned", "done", "failed", "pending", "tuned",
+                                       "complete"])
+
+
+def _setting(row: pd.Series, weight_key: str) -> str:
+    if row.family == "sum":
+        return f"λ = {float(row[weight_key]):g}"
+    found = re.search(r"crmogm=([0-9.e+-]+)", str(row.method))
+    return f"c = {found.group(1) if found else '0'}"
+
+
+def arms(runs: pd.DataFrame, weight_key: str = "label_weight") -> pd.DataFrame:
+    """The ok evaluation runs as arms, a run once per role it has: the default sum
+    (:data:`DEFAULT_SUM`), each MOO method's default (its family name), and every family's
+    configuration chosen on validation (:func:`tuned`); ``setting`` names the configuration
+    (``λ = 100``, ``c = 0.5``: the CR-MOGM smoothing)."""
+    ok = runs[(runs.status == "ok") & ~runs.tuning]
+    parts = []
+    for role in ("default", "chosen"):
+        part = ok[ok[role]].copy()
+        part["arm"] = [(DEFAULT_SUM if f == "sum" else f) if role == "default" else tuned(f)
+                       for f in part.family]
+        part["role"] = role
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    out["setting"] = [_setting(r, weight_key) for _, r in out.iterrows()]
+    return out
+
+
+def tested_gains(frame: pd.DataFrame, metric: str, *, higher_is_better: bool,
+                 pairs: Sequence[tuple[str, str]], by: Sequence[str] = (), seed: int = 0
+                 ) -> pd.DataFrame:
+    """Each ``(arm, reference)`` pair: mean paired gain of ``arm`` over ``reference`` on
+    ``metric`` (positive = better), its 95 % bootstrap interval, wins of ``n`` seeds and a
+    two-sided Wilcoxon signed-rank p-value (:func:`mtvae.comparisons.signed_rank`).
+    ``frame`` has ``arm``, ``seed`` and ``metric`` columns (one row per arm and seed)."""
+    from mtvae.comparisons import signed_rank
+
+    if metric.lower().startswith("val"):
+        raise MTVAEError(f"report a test metric, not {metric!r}; validation is for choosing")
+    rows = []
+    groups = frame.groupby(list(by), dropna=False, sort=False) if by else [((), frame)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        for arm, ref in pairs:
+            a = g[g.arm == arm].set_index("seed")[metric]
+            b = g[g.arm == ref].set_index("seed")[metric]
+            seeds = sorted(set(a.index) & set(b.index))
+            if len(seeds) < 2:
+                continue
+            diff = (a[seeds] - b[seeds]).to_numpy(dtype=float) * (1 if higher_is_better else -1)
+            ci = paired_bootstrap_ci(diff, seed=seed)
+            rows.append({**dict(zip(by, key, strict=True)), "arm": arm, "reference": ref,
+                         "gain": ci.estimate, "low": ci.low, "high": ci.high,
+                         "wins": int((diff > 0).sum()), "n": len(diff),
+                         "p_value": signed_rank(diff)[1]})
+    return pd.DataFrame(rows, columns=[*by, "arm", "reference", "gain", "low", "high", "wins",
+                                       "n", "p_value"])
+
+
+def probe_arm(runs: pd.DataFrame, dataset: str, fraction: float) -> pd.DataFrame:
+    """The ``aux`` grid's plain VAEs on ``dataset`` as the arm :data:`PLAIN_PROBE`: per seed,
+    ``test_head_acc`` is the mean over heads of the linear probe trained on the labelled rows
+    of label fraction ``fraction`` (``probe_acc`` of the record), with the VAE's test −ELBO
+    and convergence."""
+    plain = runs[(runs.kind == "aux-plain") & (runs.status == "ok") & (runs.dataset == dataset)]
+    if plain.empty:
+        return pd.DataFrame(columns=["seed", "arm", "test_head_acc"])
+    key = str(float(fraction))
+    missing = [s for s, p in zip(plain.seed, plain.probe_acc, strict=True) if key not in p]
+    if missing:
+        raise MTVAEError(f"the plain VAEs of seeds {missing} have no probe at label fraction "
+                         f"{fraction:g}; their records probe {sorted(plain.probe_acc.iloc[0])}")
+    out = plain[["seed", "test_nelbo", "stopped_early", "best_epoch", "epoch_cap"]].copy()
+    out["test_head_acc"] = [float(np.mean(list(p[key].values()))) for p in plain.probe_acc]
+    out["arm"], out["dataset"], out["label_fraction"] = PLAIN_PROBE, dataset, float(fraction)
+    out["setting"], out["role"] = "no labels in training", "plain"
+    return out.reset_index(drop=True)
+
+
+def arm_summary(frame: pd.DataFrame, metrics: Sequence[str], order: Sequence[str]
+                ) -> pd.DataFrame:
+    """Per arm in ``order``: the configuration (``setting``), mean and sd over seeds of each
+    of ``metrics`` (columns ``<metric>`` and ``<metric>_sd``), seeds, how many stopped by
+    patience and the median best epoch."""
+    rows = []
+    for arm in order:
+        g = frame[frame.arm == arm]
+        if g.empty:
+            continue
+        row: dict[str, Any] = {"arm": arm, "setting": ", ".join(sorted(set(g.setting)))}
+        for m in metrics:
+            row[m], row[f"{m}_sd"] = float(g[m].mean()), float(g[m].std(ddof=1))
+        row |= {"seeds": len(g), "stopped": int(g.stopped_early.astype(bool).sum()),
+                "median_best_epoch": float(g.best_epoch.median()),
+                "epoch_cap": int(g.epoch_cap.max())}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aux_where(dataset: str, fraction: float) -> str:
+    """A setting point of the ``aux`` grid in words: ``MNIST-5k, 10 % labels``."""
+    return f"{'MNIST-5k' if dataset == 'mnist5k' else dataset}, {100 * float(fraction):g} % labels"
+
+
+@dataclass(frozen=True)
+class AuxEvidence:
+    """What the ``aux`` grid's complete settings say (Chapter 3.2, read again by Chapter 5).
+
+    ``arms``: one row per arm x evaluation seed x complete setting (``where``). ``accuracy``
+    and ``elbo``: :func:`tested_gains` on test head accuracy / test −ELBO per setting, for the
+    primary pairs (each tuned MOO method against the tuned sum) and the secondary ones;
+    ``accuracy.p_holm`` is the Holm-adjusted p of the primary comparisons (NaN for the others);
+    ``holm``: :func:`mtvae.stats.holm_adjust` of the primary family (``None`` without one).
+    """
+
+    status: pd.DataFrame
+    arms: pd.DataFrame
+    accuracy: pd.DataFrame
+    elbo: pd.DataFrame
+    holm: pd.DataFrame | None
+    moo: tuple[str, ...]
+
+    @property
+    def primary(self) -> pd.DataFrame:
+        a = self.accuracy
+        return a[a.p_holm.notna()]
+
+
+def aux_evidence(profile: Profile, root: str | Path | None = None,
+                 runs: pd.DataFrame | None = None) -> AuxEvidence:
+    """The arms and the paired, tested comparisons of the ``aux`` grid's complete settings."""
+    from mtvae.stats import holm_adjust
+
+    runs = records("aux", profile, root) if runs is None else runs
+    status = point_status("aux", profile, root)
+    moo = tuple(f for f in profile.aux_grid.families if f != "sum")
+    frames = []
+    for p in status[status.complete].itertuples():
+        sub = runs[(runs.dataset == p.dataset) & (runs.label_fraction == p.label_fraction)]
+        frames.append(pd.concat([probe_arm(runs, p.dataset, p.label_fraction), arms(sub)],
+                                ignore_index=True).assign(where=aux_where(p.dataset,
+                                                                          p.label_fraction)))
+    arm_frame = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["where", "arm", "seed", "test_head_acc", "test_nelbo"]))
+    primary = [(tuned(f), TUNED_SUM) for f in moo]
+    secondary = ([(f, DEFAULT_SUM) for f in moo]
+                 + [(TUNED_SUM, DEFAULT_SUM), (TUNED_SUM, PLAIN_PROBE),
+                    (DEFAULT_SUM, PLAIN_PROBE)])
+    acc = tested_gains(arm_frame, "test_head_acc", higher_is_better=True,
+                       pairs=primary + secondary, by=("where",))
+    elbo = tested_gains(arm_frame, "test_nelbo", higher_is_better=False,
+                        pairs=[*primary, (TUNED_SUM, DEFAULT_SUM), (TUNED_SUM, PLAIN_PROBE)],
+                        by=("where",))
+    is_primary = acc.reference.eq(TUNED_SUM) & acc.arm.isin([a for a, _ in primary])
+    family = {f"{r.arm} vs {r.reference} ({r.where})": r.p_value
+              for r in acc[is_primary].itertuples()}
+    holm = holm_adjust(family) if family else None
+    acc["p_holm"] = np.nan
+    if holm is not None:
+        acc.loc[is_primary, "p_holm"] = holm.p_holm.to_numpy()
+        holm["gain"] = acc.loc[is_primary, "gain"].to_numpy()
+    return AuxEvidence(status, arm_frame, acc, elbo, holm, moo)

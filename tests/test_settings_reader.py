@@ -1,0 +1,142 @@
+"""What Chapters 3.2 and 5 read from the ``aux`` and ``cvae`` grids: which settings are
+complete, the arms of a setting, and paired gains with intervals, signed-rank p-values and
+Holm over the declared primary comparisons."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats as st
+
+from mtvae.errors import MTVAEError
+from mtvae.experiments import get_grid, load_results
+from mtvae.experiments.runner import run_grid
+from mtvae.profiles import get_profile
+from mtvae.results import new_record, write_record
+from mtvae.studies import settings as S
+
+SMOKE = get_profile("smoke")
+
+
+def _fill(root, metrics_of, *, kinds=("aux", "aux-plain"), points=None):
+    """Fake ok records for every run of the smoke ``aux`` grid (rebuilt until no new run
+    appears, as the staged runner does) whose kind is in ``kinds`` and whose point (dataset,
+    label fraction) is in ``points`` (all when None)."""
+    while True:
+        spec = get_grid("aux", "smoke", root)
+        new = 0
+        for run in spec.runs():
+            c = dict(run.config)
+            if run.kind not in kinds:
+                continue
+            if points is not None and run.kind == "aux" and (
+                    (c["dataset"], c["label_fraction"]) not in points):
+                continue
+            path = root / spec.name / f"{run.id}.json"
+            if path.exists():
+                continue
+            m = {"stopped_early": True, "best_epoch": 3, "epoch_cap": 10, "test_nelbo": 100.0}
+            m |= metrics_of(run.kind, c)
+            write_record(path, new_record(spec.name, run.kind, c, {"status": "ok", "metrics": m},
+                                          seconds=0.0, device="cpu"))
+            new += 1
+        if not new:
+            return
+
+
+def _metrics(kind, c):
+    if kind == "aux-plain":
+        return {"probe_acc": {str(float(f)): {"y": 0.5 + 0.01 * c["seed"]}
+                              for f in c["probe_fractions"]}}
+    tuned_sum = c["method"] == "sum" and c["label_weight"] == 100.0
+    val = 0.9 if tuned_sum else 0.5
+    test = 0.8 + 0.01 * c["seed"] if tuned_sum else 0.7 + 0.02 * c["seed"]
+    return {"val_head_acc": val, "test_head_acc": test}
+
+
+def test_a_setting_is_complete_once_tuning_evaluation_and_plain_vae_are_recorded(tmp_path):
+    status = S.point_status("aux", SMOKE, tmp_path)
+    assert len(status) == 3 and not status.complete.any() and (status.done == 0).all()
+    _fill(tmp_path, _metrics, points={("mnist5k", 1.0)}, kinds=("aux",))
+    status = S.point_status("aux", SMOKE, tmp_path).set_index(["dataset", "label_fraction"])
+    # the heads are recorded but the plain VAE (shared by both MNIST points) is not
+    assert not status.loc[("mnist5k", 1.0), "complete"]
+    assert status.loc[("mnist5k", 1.0), "tuned"]
+    assert status.loc[("mnist5k", 1.0), "pending"] == len(SMOKE.aux_grid.seeds)
+    _fill(tmp_path, _metrics, points={("mnist5k", 1.0)})
+    status = S.point_status("aux", SMOKE, tmp_path).set_index(["dataset", "label_fraction"])
+    assert status.loc[("mnist5k", 1.0), "complete"]
+    assert not status.loc[("mnist5k", 0.1), "complete"]  # its heads are not trained
+    assert not status.loc[("shapes", 1.0), "complete"]
+
+
+def test_the_probe_arm_reads_the_probe_of_the_requested_label_fraction(tmp_path):
+    _fill(tmp_path, _metrics)
+    runs = S.records("aux", SMOKE, tmp_path)
+    arm = S.probe_arm(runs, "mnist5k", 0.1)
+    assert list(arm.arm.unique()) == [S.PLAIN_PROBE]
+    assert np.allclose(arm.sort_values("seed").test_head_acc,
+                       [0.5 + 0.01 * s for s in sorted(SMOKE.aux_grid.seeds)])
+    with pytest.raises(MTVAEError, match=r"no probe at label fraction 0\.5"):
+        S.probe_arm(runs, "mnist5k", 0.5)
+
+
+def test_paired_gains_carry_interval_wins_and_the_signed_rank_p_value():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0.8, 0.01, 8)
+    diff = np.array([0.03, 0.01, 0.02, -0.005, 0.04, 0.015, 0.025, 0.01])
+    frame = pd.concat([pd.DataFrame({"arm": "a", "seed": range(8), "acc": ref + diff}),
+                       pd.DataFrame({"arm": "b", "seed": range(8), "acc": ref})])
+    g = S.tested_gains(frame, "acc", higher_is_better=True,
+                       pairs=[("a", "b")]).iloc[0]
+    assert g.gain == pytest.approx(diff.mean()) and g.low <= g.gain <= g.high
+    assert g.wins == 7 and g.n == 8
+    assert g.p_value == pytest.approx(st.wilcoxon(diff, zero_method="zsplit").pvalue)
+    lower = S.tested_gains(frame, "acc", higher_is_better=False, pairs=[("a", "b")]).iloc[0]
+    assert lower.gain == pytest.approx(-diff.mean()) and lower.wins == 1
+    with pytest.raises(MTVAEError, match="test metric"):
+        S.tested_gains(frame.rename(columns={"acc": "val_acc"}), "val_acc",
+                       higher_is_better=True, pairs=[("a", "b")])
+
+
+def test_the_evidence_holm_corrects_exactly_the_primary_comparisons(tmp_path):
+    _fill(tmp_path, _metrics)
+    e = S.aux_evidence(SMOKE, tmp_path)
+    assert e.status.complete.all()
+    n_moo = len(SMOKE.aux_grid.families) - 1
+    assert e.holm is not None and len(e.holm) == n_moo * len(e.status)
+    assert set(e.primary.reference) == {S.TUNED_SUM}
+    assert set(e.primary.arm) == {S.tuned(f) for f in e.moo}
+    assert e.accuracy[e.accuracy.reference != S.TUNED_SUM].p_holm.isna().all()
+    assert (e.primary.p_holm >= e.primary.p_value - 1e-12).all()
+    # the tuned sum chose lambda = 100 on validation; its test accuracy leads the MOO method
+    tuned = e.arms[e.arms.arm == S.TUNED_SUM]
+    assert set(tuned.setting) == {"λ = 100"}
+    assert (e.primary.gain < 0).all()
+    # the default arms are the untuned runs: the sum at lambda = 1 and the unsmoothed method
+    default = e.arms[e.arms.role == "default"]
+    assert set(default.arm) == {S.DEFAULT_SUM, *e.moo}
+    assert set(default[default.arm == S.DEFAULT_SUM].setting) == {"λ = 1"}
+
+
+def test_the_cvae_grid_scores_both_generators_and_the_real_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTVAE_CACHE", str(tmp_path / "cache"))
+    spec = get_grid("cvae", "smoke")
+    summary = run_grid(spec, root=tmp_path, device="cpu", progress="none")
+    assert summary.failed == 0 and summary.done == len(spec.runs())
+    runs = load_results(spec, tmp_path)
+    assert set(runs.kind) == {"cvae", "heads-gen"}
+    for m in ("cond_accuracy", "diversity", "test_nelbo"):
+        assert runs[m].map(math.isfinite).all(), m
+    assert runs.cond_accuracy.between(0, 1).all() and (runs.diversity > 0).all()
+    assert (runs.epoch_cap == SMOKE.aux_grid.epochs).all() and runs.stopped_early.notna().all()
+    cvae = runs[runs.kind == "cvae"]
+    # log p(x) ≥ log (1/10) sum_y exp ELBO(x, y) ≥ ELBO(x, y_true) − log 10 (up to MC noise)
+    gap = cvae.test_nelbo - cvae.test_nelbo_given_y
+    assert (gap < math.log(10) + 1.0).all()
+    real = pd.DataFrame(list(cvae.real))
+    assert real.cond_accuracy.between(0, 1).all()
+    heads = runs[runs.kind == "heads-gen"]
+    assert set(heads.label_weight) == set(SMOKE.cvae_grid.head_weights)
+    assert heads.test_head_acc.between(0, 1).all()
