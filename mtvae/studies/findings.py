@@ -213,7 +213,7 @@ def aux_tuned_sentence(f: Findings) -> str:
     if e is None or e.holm is None:
         return ("For the label heads the tuned-sum grid (a λ grid against each MOO method's "
                 "smoothing, equal budgets) has no complete setting yet.")
-    where = sorted(set(e.primary["where"]))
+    where = list(dict.fromkeys(e.primary["where"]))
     wins = e.holm[e.holm.reject & (e.holm.gain > 0)]
     losses = e.holm[e.holm.reject & (e.holm.gain < 0)]
     best = e.primary.loc[e.primary.gain.idxmax()]

@@ -166,7 +166,9 @@ def point_status(grid: str, profile: Profile, root: str | Path | None = None) ->
                                        "complete"])
 
 
-def _setting(row: pd.Series, weight_key: str) -> str:
+def setting_of(row: pd.Series, weight_key: str) -> str:
+    """A run's tuned configuration in words: the sum's ``λ = 100`` (``weight_key``), an MOO
+    method's CR-MOGM smoothing ``c = 0.5`` (``c = 0``: none)."""
     if row.family == "sum":
         return f"λ = {float(row[weight_key]):g}"
     found = re.search(r"crmogm=([0-9.e+-]+)", str(row.method))
@@ -187,7 +189,7 @@ def arms(runs: pd.DataFrame, weight_key: str = "label_weight") -> pd.DataFrame:
         part["role"] = role
         parts.append(part)
     out = pd.concat(parts, ignore_index=True)
-    out["setting"] = [_setting(r, weight_key) for _, r in out.iterrows()]
+    out["setting"] = [setting_of(r, weight_key) for _, r in out.iterrows()]
     return out
 
 
