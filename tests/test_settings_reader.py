@@ -120,10 +120,11 @@ def test_the_evidence_holm_corrects_exactly_the_primary_comparisons(tmp_path):
     assert set(default[default.arm == S.DEFAULT_SUM].setting) == {"λ = 1"}
 
 
-def test_the_cvae_grid_scores_both_generators_and_the_real_images(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stack", [1, 2])
+def test_the_cvae_grid_scores_both_generators_and_the_real_images(tmp_path, monkeypatch, stack):
     monkeypatch.setenv("MTVAE_CACHE", str(tmp_path / "cache"))
     spec = get_grid("cvae", "smoke")
-    summary = run_grid(spec, root=tmp_path, device="cpu", progress="none")
+    summary = run_grid(spec, root=tmp_path, device="cpu", progress="none", stack=stack)
     assert summary.failed == 0 and summary.done == len(spec.runs())
     runs = load_results(spec, tmp_path)
     assert set(runs.kind) == {"cvae", "heads-gen"}
@@ -140,3 +141,4 @@ def test_the_cvae_grid_scores_both_generators_and_the_real_images(tmp_path, monk
     heads = runs[runs.kind == "heads-gen"]
     assert set(heads.label_weight) == set(SMOKE.cvae_grid.head_weights)
     assert heads.test_head_acc.between(0, 1).all()
+    assert set(runs.engine) == {"stacked" if stack > 1 else "single"}
