@@ -55,6 +55,13 @@ def _metrics(kind, c):
     return {"val_head_acc": val, "test_head_acc": test}
 
 
+def test_a_grid_without_records_reads_as_nothing_complete_not_an_error(tmp_path):
+    assert S.records("aux", SMOKE, tmp_path).empty
+    e = S.aux_evidence(SMOKE, tmp_path)
+    assert e.holm is None and e.arms.empty and e.accuracy.empty and e.primary.empty
+    assert not e.status.complete.any()
+
+
 def test_a_setting_is_complete_once_tuning_evaluation_and_plain_vae_are_recorded(tmp_path):
     status = S.point_status("aux", SMOKE, tmp_path)
     assert len(status) == 3 and not status.complete.any() and (status.done == 0).all()

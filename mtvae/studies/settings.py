@@ -55,6 +55,11 @@ def _layout(grid: str, profile: Profile) -> tuple[str, Any, list[dict[str, Any]]
 def records(grid: str, profile: Profile, root: str | Path | None = None) -> pd.DataFrame:
     """Every record of ``<grid>-<profile>`` (ok and failed) with ``family``, ``tuning``,
     ``default`` and ``chosen`` columns (a run can be both default and chosen)."""
+    folder = grid_folder(f"{grid}-{profile.name}", root)
+    if not any(folder.glob("*.json")):  # nothing recorded yet: an empty frame, not an error
+        return pd.DataFrame(columns=["id", "kind", "status", "seed", "method", "family",
+                                     "dataset", "label_fraction", "tuning", "default",
+                                     "chosen"])
     runs = load_results(f"{grid}-{profile.name}", root, status="all")
     runs["family"] = [family_of(m) if isinstance(m, str) else None
                       for m in runs.get("method", pd.Series([None] * len(runs)))]
@@ -62,7 +67,6 @@ def records(grid: str, profile: Profile, root: str | Path | None = None) -> pd.D
         return runs
     kind, study, points, fixed, _ = _layout(grid, profile)
     t = _tuning(study)
-    folder = grid_folder(f"{grid}-{profile.name}", root)
     default_ids, chosen_ids = set(), set()
     for point in points:
         base = {**fixed, **point}
@@ -308,7 +312,8 @@ def aux_evidence(profile: Profile, root: str | Path | None = None,
                                 ignore_index=True).assign(where=aux_where(p.dataset,
                                                                           p.label_fraction)))
     arm_frame = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["where", "arm", "seed", "test_head_acc", "test_nelbo"]))
+        columns=["where", "arm", "role", "seed", "dataset", "label_fraction", "test_head_acc",
+                 "test_nelbo"]))
     primary = [(tuned(f), TUNED_SUM) for f in moo]
     secondary = ([(f, DEFAULT_SUM) for f in moo]
                  + [(TUNED_SUM, DEFAULT_SUM), (TUNED_SUM, PLAIN_PROBE),
