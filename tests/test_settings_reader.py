@@ -130,6 +130,7 @@ def test_the_evidence_holm_corrects_exactly_the_primary_comparisons(tmp_path):
 @pytest.mark.parametrize("stack", [1, 2])
 def test_the_cvae_grid_scores_both_generators_and_the_real_images(tmp_path, monkeypatch, stack):
     monkeypatch.setenv("MTVAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MTVAE_RESULTS", str(tmp_path))  # Chapter 2's classifier record too
     spec = get_grid("cvae", "smoke")
     summary = run_grid(spec, root=tmp_path, device="cpu", progress="none", stack=stack)
     assert summary.failed == 0 and summary.done == len(spec.runs())

@@ -102,6 +102,7 @@ def compute(profile: str, device: str = "auto", run_grid: bool | None = None) ->
     conditions = (R.conditions(res, R.table_properties(res)) if len(res.complete) >= 3
                   else pd.DataFrame())
     ok = res.runs[res.runs.status == "ok"]
+    aux = S.aux_evidence(P)
     return Findings(
         n_records=len(ok), n_tables=len(res.complete), n_planned=len(P.tables.datasets),
         n_moo=len(moo), n_rates=len(P.tables.missing_rates), n_seeds=len(P.tables.seeds),
@@ -116,8 +117,7 @@ def compute(profile: str, device: str = "auto", run_grid: bool | None = None) ->
         holm_rejected=tuple(holm[holm.reject].index), rope=C.RELATIVE_ROPE,
         best_reference=ref, reference_gain=float(g.loc[ref, "gain"]),
         reference_low=float(g.loc[ref, "ci_low"]), reference_high=float(g.loc[ref, "ci_high"]),
-        settings=O.settings_table(profile, device), conditions=conditions,
-        aux=S.aux_evidence(P),
+        settings=O.settings_table(profile, device, aux=aux), conditions=conditions, aux=aux,
     )
 
 

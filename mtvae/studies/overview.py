@@ -19,10 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mtvae.stats import Metric, paired_comparison
+
+if TYPE_CHECKING:
+    from mtvae.studies.settings import AuxEvidence
 
 
 def verdict(row: pd.Series) -> str:
@@ -48,14 +52,15 @@ def _condition(df: pd.DataFrame, by: Sequence[str]) -> pd.Series:
 AUX_SETTINGS = {"mnist5k": "auxiliary label head", "shapes": "auxiliary factor heads (shapes)"}
 
 
-def aux_default_arms(profile: str, root: str | Path | None = None) -> pd.DataFrame:
+def aux_default_arms(profile: str, root: str | Path | None = None,
+                     evidence: AuxEvidence | None = None) -> pd.DataFrame:
     """The untuned comparison of the ``aux`` grid (converged runs): each MOO method at its
     default against the sum with lambda = 1 (``method`` ``sum``), at the grid's complete
     settings only, with ``setting`` and ``condition`` columns for the overview."""
     from mtvae.profiles import get_profile
     from mtvae.studies import settings as S
 
-    ev = S.aux_evidence(get_profile(profile), root).arms
+    ev = (evidence or S.aux_evidence(get_profile(profile), root)).arms
     parts = []
     for (ds, frac), g in ev[ev.role == "default"].groupby(["dataset", "label_fraction"],
                                                           sort=False):
@@ -65,7 +70,8 @@ def aux_default_arms(profile: str, root: str | Path | None = None) -> pd.DataFra
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
-def settings_table(profile: str, device: str = "auto") -> pd.DataFrame:
+def settings_table(profile: str, device: str = "auto",
+                   aux: AuxEvidence | None = None) -> pd.DataFrame:
     """One row per (setting, condition, MOO method): main-metric gain and secondary change."""
     from mtvae.studies import hierarchical, multimodal, vq_compare, vqvaes
 
@@ -83,7 +89,8 @@ def settings_table(profile: str, device: str = "auto") -> pd.DataFrame:
         out.insert(0, "setting", setting)
         parts.append(out)
 
-    for setting, frame in aux_default_arms(profile).groupby("setting", sort=False):
+    for setting, frame in aux_default_arms(profile, evidence=aux).groupby("setting",
+                                                                          sort=False):
         add(setting, frame, Metric("test_head_acc", "head accuracy", True),
             Metric("test_nelbo", "test −ELBO", False), by=("condition",))
     mm = multimodal.Study.create(profile, device).all_runs()
