@@ -297,3 +297,43 @@ def test_the_chapter_reader_pairs_the_tuned_sum_with_each_moo_method(tmp_path):
         S.tuned_gains(ev, "val_head_acc", higher_is_better=True)
     conv = S.convergence(runs[~runs.tuning], by=("dataset",))
     assert (conv.stopped_by_patience == 1.0).all()
+
+
+def test_chapter_1_reads_complete_betas_and_chooses_on_validation(tmp_path):
+    from dataclasses import replace
+
+    from mtvae.experiments.setting_grids import beta_grid
+    from mtvae.studies.vaes import beta_sweep
+
+    smoke = get_profile("smoke")
+    profile = replace(smoke, beta_grid=replace(smoke.beta_grid, betas=(0.5, 1.0, 2.0),
+                                               seeds=(0, 1, 2)))
+    assert not beta_sweep(profile, tmp_path).complete  # nothing recorded: no error
+    spec = beta_grid(profile)
+    val = {0.5: 101.0, 1.0: 100.0, 2.0: 99.0}  # 2.0 would win, but one of its seeds is missing
+    test = {0.5: 98.0, 1.0: 103.0, 2.0: 90.0}  # the test set would pick 0.5
+    for run in spec.runs():
+        c = run.config
+        if c["beta"] == 2.0 and c["seed"] == 2:
+            continue
+        m = {"val_nelbo": val[c["beta"]] + 0.1 * c["seed"],
+             "test_nelbo": test[c["beta"]] + 0.5 * c["seed"] * (c["beta"] == 1.0),
+             "stopped_early": True, "best_epoch": 3, "epoch_cap": 10}
+        write_record(tmp_path / spec.name / f"{run.id}.json", new_record(
+            spec.name, run.kind, c, {"status": "ok", "metrics": m}, seconds=0.0, device="cpu"))
+    bs = beta_sweep(profile, tmp_path)
+    assert (bs.n_recorded, bs.n_planned, bs.complete) == (8, 9, False)
+    assert sorted(bs.runs.beta.unique()) == [0.5, 1.0]
+    assert bs.chosen_beta == 1.0 and bs.vs_one is None  # validation, not test, decides
+    val[1.0] = 102.0
+    for run in spec.runs():
+        c = run.config
+        if c["beta"] == 1.0:
+            m = {"val_nelbo": 102.0, "test_nelbo": 103.0 + c["seed"], "stopped_early": True,
+                 "best_epoch": 3, "epoch_cap": 10}
+            write_record(tmp_path / spec.name / f"{run.id}.json", new_record(
+                spec.name, run.kind, c, {"status": "ok", "metrics": m}, seconds=0.0,
+                device="cpu"))
+    bs = beta_sweep(profile, tmp_path)
+    assert bs.chosen_beta == 0.5
+    assert bs.vs_one is not None and bs.vs_one.estimate == pytest.approx(103.0 + 1.0 - 98.0)

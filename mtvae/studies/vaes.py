@@ -7,6 +7,8 @@ the chapter loads instead of retraining and an interrupted execution resumes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,10 +17,13 @@ import torch
 from torch import Tensor
 
 from mtvae import metrics as M
+from mtvae.bootstrap import Interval, paired_bootstrap_ci
 from mtvae.data import Dataset, Split, linear_gaussian_log_marginal, load, make_ppca
 from mtvae.device import resolve_device
+from mtvae.experiments.runner import load_results, plan, run_grid
+from mtvae.experiments.setting_grids import beta_choice, beta_grid
 from mtvae.models import VAE
-from mtvae.profiles import VAEStudy
+from mtvae.profiles import Profile, VAEStudy
 from mtvae.results import cache_dir, cached_run, run_id
 from mtvae.studies.base import ChapterStudy
 from mtvae.train import FitResult, fit
@@ -181,29 +186,55 @@ def latent_2d_model(study: Study, seed: int = 0) -> tuple[VAE, Dataset]:
     return model, data
 
 
-def beta_sweep(study: Study) -> pd.DataFrame:
-    """beta-VAEs over betas and seeds: rate, distortion, -ELBO, active units, KL per dim."""
-    s = study.s
-    data = study.mnist("dynamic")
-    rows = []
-    for beta in s.betas:
-        for seed in s.beta_seeds:
-            cfg = study.base_config(seed=seed, beta=beta, epochs=s.beta_epochs,
-                                    patience=max(2, s.patience // 2))
+@dataclass(frozen=True)
+class BetaSweep:
+    """Chapter 1's beta sweep, read from the ``beta`` grid's records.
 
-            def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
-                model, res = study.train("beta", cfg, data)
-                dist, rate = M.elbo_parts(model, data.test)
-                au, activity = M.active_units(model, data.test)
-                return _fit_info(res) | {
-                    "test_rate": float(rate.mean()), "test_distortion": float(dist.mean()),
-                    "test_nelbo": float((dist + rate).mean()), "active_units": au,
-                    "kl_per_dim": M.kl_per_dim(model, data.test).tolist(),
-                    "activity": activity.tolist()}
+    Attributes:
+        runs: the ok records of every beta whose seeds are all recorded (test and
+            validation rate, distortion and −ELBO, active units, KL per dimension, convergence).
+        n_planned: the grid's planned runs; ``n_recorded``: its ok records.
+        chosen_beta: the beta with the lowest mean VALIDATION −ELBO (None before any beta
+            is complete).
+        vs_one: the chosen beta's paired test −ELBO gain over beta = 1 (seed by seed, positive:
+            the chosen beta is better), None when the choice is beta = 1, beta = 1 is absent
+            or there is one seed.
+    """
 
-            rec = study.run("beta", cfg, compute)
-            rows.append({"beta": beta, "seed": seed, **rec["metrics"]})
-    return pd.DataFrame(rows)
+    runs: pd.DataFrame
+    n_planned: int
+    n_recorded: int
+    chosen_beta: float | None
+    vs_one: Interval | None
+
+    @property
+    def complete(self) -> bool:
+        return self.n_recorded == self.n_planned
+
+
+def beta_sweep(profile: Profile, root: str | Path | None = None, *, run: bool = False,
+               device: str = "auto") -> BetaSweep:
+    """The ``beta`` grid of ``profile`` (trained first when ``run``), beta chosen on validation."""
+    spec = beta_grid(profile)
+    if run:
+        run_grid(spec, root=root, device=device, progress="none")
+    planned = len(spec.runs())
+    status = plan(spec, root)
+    if not (status.status == "done").any():
+        return BetaSweep(pd.DataFrame(), planned, 0, None, None)
+    runs = load_results(spec, root)
+    seeds = set(profile.beta_grid.seeds)
+    full = [b for b, d in runs.groupby("beta") if set(d.seed) == seeds]
+    runs = runs[runs.beta.isin(full)].sort_values(["beta", "seed"]).reset_index(drop=True)
+    if runs.empty:
+        return BetaSweep(runs, planned, int((status.status == "done").sum()), None, None)
+    chosen = float(beta_choice(runs).chosen["beta"].iloc[0])
+    vs_one = None
+    if chosen != 1.0 and 1.0 in full and len(seeds) > 1:
+        one = runs[runs.beta == 1.0].set_index("seed").test_nelbo
+        best = runs[runs.beta == chosen].set_index("seed").test_nelbo
+        vs_one = paired_bootstrap_ci((one - best.reindex(one.index)).to_numpy())
+    return BetaSweep(runs, planned, int((status.status == "done").sum()), chosen, vs_one)
 
 
 def anomaly_detection(study: Study, k: int = 10) -> pd.DataFrame:
