@@ -308,7 +308,8 @@ def test_chapter_1_reads_complete_betas_and_chooses_on_validation(tmp_path):
     smoke = get_profile("smoke")
     profile = replace(smoke, beta_grid=replace(smoke.beta_grid, betas=(0.5, 1.0, 2.0),
                                                seeds=(0, 1, 2)))
-    assert not beta_sweep(profile, tmp_path).complete  # nothing recorded: no error
+    with pytest.raises(MTVAEError, match=r"no β with every seed recorded \(0 of 9 runs\)"):
+        beta_sweep(profile, tmp_path)  # nothing recorded: one error naming the command
     spec = beta_grid(profile)
     val = {0.5: 101.0, 1.0: 100.0, 2.0: 99.0}  # 2.0 would win, but one of its seeds is missing
     test = {0.5: 98.0, 1.0: 103.0, 2.0: 90.0}  # the test set would pick 0.5

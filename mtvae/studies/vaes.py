@@ -20,6 +20,7 @@ from mtvae import metrics as M
 from mtvae.bootstrap import Interval, paired_bootstrap_ci
 from mtvae.data import Dataset, Split, linear_gaussian_log_marginal, load, make_ppca
 from mtvae.device import resolve_device
+from mtvae.errors import MTVAEError
 from mtvae.experiments.runner import load_results, plan, run_grid
 from mtvae.experiments.setting_grids import beta_choice, beta_grid
 from mtvae.models import VAE
@@ -194,8 +195,7 @@ class BetaSweep:
         runs: the ok records of every beta whose seeds are all recorded (test and
             validation rate, distortion and −ELBO, active units, KL per dimension, convergence).
         n_planned: the grid's planned runs; ``n_recorded``: its ok records.
-        chosen_beta: the beta with the lowest mean VALIDATION −ELBO (None before any beta
-            is complete).
+        chosen_beta: the beta with the lowest mean VALIDATION −ELBO.
         vs_one: the chosen beta's paired test −ELBO gain over beta = 1 (seed by seed, positive:
             the chosen beta is better), None when the choice is beta = 1, beta = 1 is absent
             or there is one seed.
@@ -204,7 +204,7 @@ class BetaSweep:
     runs: pd.DataFrame
     n_planned: int
     n_recorded: int
-    chosen_beta: float | None
+    chosen_beta: float
     vs_one: Interval | None
 
     @property
@@ -214,27 +214,32 @@ class BetaSweep:
 
 def beta_sweep(profile: Profile, root: str | Path | None = None, *, run: bool = False,
                device: str = "auto") -> BetaSweep:
-    """The ``beta`` grid of ``profile`` (trained first when ``run``), beta chosen on validation."""
+    """The ``beta`` grid of ``profile`` (trained first when ``run``), beta chosen on validation.
+
+    Raises an :class:`~mtvae.errors.MTVAEError` that names the command to run when no beta
+    has all its seeds recorded."""
     spec = beta_grid(profile)
     if run:
         run_grid(spec, root=root, device=device, progress="none")
     planned = len(spec.runs())
     status = plan(spec, root)
-    if not (status.status == "done").any():
-        return BetaSweep(pd.DataFrame(), planned, 0, None, None)
-    runs = load_results(spec, root)
+    n_done = int((status.status == "done").sum())
+    runs = load_results(spec, root) if n_done else pd.DataFrame(columns=["beta", "seed"])
     seeds = set(profile.beta_grid.seeds)
     full = [b for b, d in runs.groupby("beta") if set(d.seed) == seeds]
     runs = runs[runs.beta.isin(full)].sort_values(["beta", "seed"]).reset_index(drop=True)
     if runs.empty:
-        return BetaSweep(runs, planned, int((status.status == "done").sum()), None, None)
+        raise MTVAEError(
+            f"the {spec.name} grid has no β with every seed recorded ({n_done} of {planned} "
+            f"runs); train it with `python -m mtvae grid beta --profile {profile.name}` (or "
+            "execute Chapter 1 with run_grid=True)")
     chosen = float(beta_choice(runs).chosen["beta"].iloc[0])
     vs_one = None
     if chosen != 1.0 and 1.0 in full and len(seeds) > 1:
         one = runs[runs.beta == 1.0].set_index("seed").test_nelbo
         best = runs[runs.beta == chosen].set_index("seed").test_nelbo
         vs_one = paired_bootstrap_ci((one - best.reindex(one.index)).to_numpy())
-    return BetaSweep(runs, planned, int((status.status == "done").sum()), chosen, vs_one)
+    return BetaSweep(runs, planned, n_done, chosen, vs_one)
 
 
 def anomaly_detection(study: Study, k: int = 10) -> pd.DataFrame:
