@@ -181,10 +181,10 @@ def rate_distortion(df: pd.DataFrame, ax: plt.Axes | None = None) -> Figure:
     hi = float(df["test_rate"].max())
     d_min = float((df["test_distortion"] + df["test_rate"]).min())
     xs = np.linspace(lo, hi, 50)
-    ax.plot(xs, d_min - xs, ls="--", color="0.6", lw=1, label="D + R = best −ELBO")
+    ax.plot(xs, d_min - xs, ls="--", color="0.6", lw=1, label="D + R = min. −ELBO")
     ax.set_xlabel("rate R (nats)")
     ax.set_ylabel("distortion D (nats)")
-    ax.legend()
+    ax.legend(loc="lower left", frameon=False)  # the upper left holds the large-β points
     return ax.figure
 
 

@@ -326,6 +326,8 @@ def test_chapter_1_reads_complete_betas_and_chooses_on_validation(tmp_path):
     assert (bs.n_recorded, bs.n_planned, bs.complete) == (8, 9, False)
     assert sorted(bs.runs.beta.unique()) == [0.5, 1.0]
     assert bs.chosen_beta == 1.0 and bs.vs_one is None  # validation, not test, decides
+    assert bs.runner_up == 0.5  # its test −ELBO is lower: the chosen beta "loses" on test
+    assert bs.vs_runner_up is not None and bs.vs_runner_up.estimate == pytest.approx(-5.5)
     val[1.0] = 102.0
     for run in spec.runs():
         c = run.config

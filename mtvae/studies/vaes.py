@@ -199,6 +199,9 @@ class BetaSweep:
         vs_one: the chosen beta's paired test −ELBO gain over beta = 1 (seed by seed, positive:
             the chosen beta is better), None when the choice is beta = 1, beta = 1 is absent
             or there is one seed.
+        runner_up: the beta with the second-lowest mean validation −ELBO (None with one beta);
+            ``vs_runner_up``: the chosen beta's paired test −ELBO gain over it (None with one
+            seed).
     """
 
     runs: pd.DataFrame
@@ -206,6 +209,8 @@ class BetaSweep:
     n_recorded: int
     chosen_beta: float
     vs_one: Interval | None
+    runner_up: float | None = None
+    vs_runner_up: Interval | None = None
 
     @property
     def complete(self) -> bool:
@@ -234,12 +239,19 @@ def beta_sweep(profile: Profile, root: str | Path | None = None, *, run: bool = 
             f"runs); train it with `python -m mtvae grid beta --profile {profile.name}` (or "
             "execute Chapter 1 with run_grid=True)")
     chosen = float(beta_choice(runs).chosen["beta"].iloc[0])
-    vs_one = None
-    if chosen != 1.0 and 1.0 in full and len(seeds) > 1:
-        one = runs[runs.beta == 1.0].set_index("seed").test_nelbo
+    by_val = runs.groupby("beta").val_nelbo.mean().sort_values()
+    runner_up = float(by_val.index[1]) if len(by_val) > 1 else None
+
+    def gain_over(other: float | None) -> Interval | None:
+        """The chosen beta's paired test −ELBO gain over ``other`` (positive: chosen better)."""
+        if other is None or other == chosen or len(seeds) < 2:
+            return None
+        ref = runs[runs.beta == other].set_index("seed").test_nelbo
         best = runs[runs.beta == chosen].set_index("seed").test_nelbo
-        vs_one = paired_bootstrap_ci((one - best.reindex(one.index)).to_numpy())
-    return BetaSweep(runs, planned, n_done, chosen, vs_one)
+        return paired_bootstrap_ci((ref - best.reindex(ref.index)).to_numpy())
+
+    return BetaSweep(runs, planned, n_done, chosen, gain_over(1.0 if 1.0 in full else None),
+                     runner_up, gain_over(runner_up))
 
 
 def anomaly_detection(study: Study, k: int = 10) -> pd.DataFrame:
