@@ -399,7 +399,7 @@ PROFILES: dict[str, Profile] = {
                            moo_methods=("pcgrad",), seeds=(0,), hidden=(64, 32), epochs=2,
                            patience=1, train_size=500, shapes_n=600),
         vq_grid=VQHeadGrid(families=("sum", "pcgrad"), label_weights=(1.0, 100.0),
-                           crmogm=(0.0, 0.5), seeds=(0,), tuning_seeds=(100,), num_codes=32,
+                           crmogm=(0.0, 0.5), seeds=(0, 1), tuning_seeds=(100,), num_codes=32,
                            channels=8, epochs=1, patience=1, train_size=300),
         beta_grid=BetaGrid(betas=(0.5, 1.0), seeds=(0,), hidden=(64, 32), epochs=2,
                            patience=1, train_size=500),

@@ -58,7 +58,7 @@ def _metrics(kind, c):
 def test_a_grid_without_records_reads_as_nothing_complete_not_an_error(tmp_path):
     assert S.records("aux", SMOKE, tmp_path).empty
     e = S.aux_evidence(SMOKE, tmp_path)
-    assert e.holm is None and e.arms.empty and e.accuracy.empty and e.primary.empty
+    assert e.holm is None and e.arms.empty and e.task.empty and e.primary.empty
     assert not e.status.complete.any()
 
 
@@ -115,7 +115,7 @@ def test_the_evidence_holm_corrects_exactly_the_primary_comparisons(tmp_path):
     assert e.holm is not None and len(e.holm) == n_moo * len(e.status)
     assert set(e.primary.reference) == {S.TUNED_SUM}
     assert set(e.primary.arm) == {S.tuned(f) for f in e.moo}
-    assert e.accuracy[e.accuracy.reference != S.TUNED_SUM].p_holm.isna().all()
+    assert e.task[e.task.reference != S.TUNED_SUM].p_holm.isna().all()
     assert (e.primary.p_holm >= e.primary.p_value - 1e-12).all()
     # the tuned sum chose lambda = 100 on validation; its test accuracy leads the MOO method
     tuned = e.arms[e.arms.arm == S.TUNED_SUM]
@@ -150,3 +150,45 @@ def test_the_cvae_grid_scores_both_generators_and_the_real_images(tmp_path, monk
     assert set(heads.label_weight) == set(SMOKE.cvae_grid.head_weights)
     assert heads.test_head_acc.between(0, 1).all()
     assert set(runs.engine) == {"stacked" if stack > 1 else "single"}
+
+
+def _fill_vq(root, *, skip_last=False):
+    """Fake ok records for the smoke ``vqhead`` grid (rebuilt until no new run appears); the
+    sum at lambda = 1000 is best on validation, its test accuracy leads every MOO run's."""
+    written = 0
+    while True:
+        spec = get_grid("vqhead", "smoke", root)
+        todo = [r for r in spec.runs() if not (root / spec.name / f"{r.id}.json").exists()]
+        if skip_last and todo and len(todo) == 1:
+            return written
+        for run in todo[: len(todo) - 1] if skip_last else todo:
+            c = dict(run.config)
+            best = c["method"] == "sum" and c["label_weight"] == max(SMOKE.vq_grid.label_weights)
+            m = {"stopped_early": True, "best_epoch": 3, "epoch_cap": 10,
+                 "val_accuracy": 0.9 if best else 0.6, "test_accuracy":
+                 (0.85 if best else 0.7) + 0.01 * c["seed"],
+                 "test_distortion": 40.0 + (2.0 if best else 0.0) + 0.1 * c["seed"]}
+            write_record(root / spec.name / f"{run.id}.json",
+                         new_record(spec.name, run.kind, c, {"status": "ok", "metrics": m},
+                                    seconds=0.0, device="cpu"))
+            written += 1
+        if not todo:
+            return written
+
+
+def test_the_vq_head_evidence_waits_for_a_complete_grid_then_tests_the_tuned_sum(tmp_path):
+    e = S.vq_evidence(SMOKE, tmp_path)
+    assert e.arms.empty and e.holm is None and not e.status.complete.any()
+    _fill_vq(tmp_path, skip_last=True)
+    e = S.vq_evidence(SMOKE, tmp_path)
+    assert not e.status.complete.any() and e.arms.empty  # one run missing: nothing reported
+    _fill_vq(tmp_path)
+    e = S.vq_evidence(SMOKE, tmp_path)
+    assert e.status.complete.all() and set(e.arms["where"]) == {S.VQ_WHERE}
+    tuned = e.arms[e.arms.arm == S.TUNED_SUM]
+    assert set(tuned.setting) == {f"λ = {max(SMOKE.vq_grid.label_weights):g}"}
+    assert e.task_metric == "test_accuracy" and e.cost_metric == "test_distortion"
+    # the tuned sum leads in accuracy (MOO gains < 0) and pays 2 nats of distortion for it
+    assert (e.primary.gain < 0).all() and len(e.holm) == len(e.moo)
+    cost = e.cost[e.cost.reference == S.TUNED_SUM]
+    assert np.allclose(cost.gain, 2.0)

@@ -33,6 +33,7 @@ from mtvae import metrics as M
 from mtvae.data import Dataset, load
 from mtvae.data.semisup import with_label_fraction
 from mtvae.experiments.kinds import _require, register, register_stacked
+from mtvae.imputation.vae import conflict_summary
 from mtvae.models import VAE, HierarchicalVAE, MultitaskVAE
 from mtvae.models.multimodal import MultimodalVAE
 from mtvae.probes import linear_probe
@@ -76,13 +77,14 @@ def _fit_settings(cfg: dict[str, Any], combiner: str) -> dict[str, Any]:
 
 
 def _train(kind: str, cfg: dict[str, Any], model: nn.Module, data: Dataset, device: str,
-           combiner: str = "sum") -> FitResult:
+           combiner: str = "sum", monitor_every: int | None = None) -> FitResult:
     """``fit`` with the run's checkpoint (a killed run resumes), deleted once it finished:
-    the record written next is the durable state."""
+    the record written next is the durable state. ``monitor_every``: log the tasks'
+    gradient statistics every this many steps (:class:`mtvae.moo.diagnostics.ConflictLog`)."""
     ckpt = _checkpoint(kind, cfg)
     result = fit(model, data, seed=cfg["seed"], device=device, checkpoint=ckpt,
                  desc=f"{kind} {cfg.get('method', '')} seed={cfg['seed']}",
-                 **_fit_settings(cfg, combiner))
+                 monitor_every=monitor_every, **_fit_settings(cfg, combiner))
     model.eval()
     ckpt.unlink(missing_ok=True)
     return result
@@ -360,7 +362,8 @@ def _vq_scores(model: nn.Module, split: Any) -> dict[str, float]:
 @register("vqhead")
 def vqhead(config: dict[str, Any], device: str) -> dict[str, Any]:
     """A VQ-VAE with a label head (weight ``label_weight``) trained with ``method``: head
-    accuracy and distortion on both splits, code use on test, convergence."""
+    accuracy and distortion on both splits, code use on test, convergence, and how the two
+    tasks' gradients at z_q compared (``conflict``: sizes, cosine; every 10th step)."""
     from mtvae.studies.vqvaes import build_vq
 
     _require(config, VQ_KEYS, "vqhead")
@@ -371,14 +374,14 @@ def vqhead(config: dict[str, Any], device: str) -> dict[str, Any]:
                       "fsq_levels": None, "code_dim": cfg["code_dim"],
                       "channels": cfg["channels"], "beta": 0.25, "decay": 0.99,
                       "n_classes": 10, "label_weight": float(cfg["label_weight"])})
-    result = _train("vqhead", cfg, model, data, device, cfg["method"])
+    result = _train("vqhead", cfg, model, data, device, cfg["method"], monitor_every=10)
     data = _on_model(model, data)
     val, test = _vq_scores(model, data.val), _vq_scores(model, data.test)
     usage = M.codebook_usage(model, data.test, model.num_codes, transform=False)
     return ({f"val_{k}": v for k, v in val.items()} | {f"test_{k}": v for k, v in test.items()}
             | {"test_perplexity": usage["perplexity"],
                "test_fraction_used": usage["fraction_used"]}
-            | convergence(result, cfg["epochs"]))
+            | convergence(result, cfg["epochs"]) | {"conflict": conflict_summary(result)})
 
 
 # -- Chapter 1's beta sweep --------------------------------------------------------------------

@@ -59,7 +59,7 @@ class Findings:
     reference_high: float
     settings: pd.DataFrame  # overview.settings_table: one row per setting × condition × method
     conditions: pd.DataFrame  # results.conditions (empty with fewer than 3 tables)
-    aux: S.AuxEvidence | None = None  # the aux grid's tuned comparisons (complete settings)
+    aux: S.Evidence | None = None  # the aux grid's tuned comparisons (complete settings)
 
     @property
     def consistent_gains(self) -> pd.DataFrame:

@@ -26,7 +26,7 @@ import pandas as pd
 from mtvae.stats import Metric, paired_comparison
 
 if TYPE_CHECKING:
-    from mtvae.studies.settings import AuxEvidence
+    from mtvae.studies.settings import Evidence
 
 
 def verdict(row: pd.Series) -> str:
@@ -53,7 +53,7 @@ AUX_SETTINGS = {"mnist5k": "auxiliary label head", "shapes": "auxiliary factor h
 
 
 def aux_default_arms(profile: str, root: str | Path | None = None,
-                     evidence: AuxEvidence | None = None) -> pd.DataFrame:
+                     evidence: Evidence | None = None) -> pd.DataFrame:
     """The untuned comparison of the ``aux`` grid (converged runs): each MOO method at its
     default against the sum with lambda = 1 (``method`` ``sum``), at the grid's complete
     settings only, with ``setting`` and ``condition`` columns for the overview."""
@@ -71,7 +71,7 @@ def aux_default_arms(profile: str, root: str | Path | None = None,
 
 
 def settings_table(profile: str, device: str = "auto",
-                   aux: AuxEvidence | None = None) -> pd.DataFrame:
+                   aux: Evidence | None = None) -> pd.DataFrame:
     """One row per (setting, condition, MOO method): main-metric gain and secondary change."""
     from mtvae.studies import hierarchical, multimodal, vq_compare, vqvaes
 

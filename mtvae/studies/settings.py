@@ -274,61 +274,93 @@ def aux_where(dataset: str, fraction: float) -> str:
 
 
 @dataclass(frozen=True)
-class AuxEvidence:
-    """What the ``aux`` grid's complete settings say (Chapter 3.2, read again by Chapter 5).
+class Evidence:
+    """What a staged grid's complete settings say (Chapters 2, 3.2 and 5 read it).
 
-    ``arms``: one row per arm x evaluation seed x complete setting (``where``). ``accuracy``
-    and ``elbo``: :func:`tested_gains` on test head accuracy / test −ELBO per setting, for the
-    primary pairs (each tuned MOO method against the tuned sum) and the secondary ones;
-    ``accuracy.p_holm`` is the Holm-adjusted p of the primary comparisons (NaN for the others);
-    ``holm``: :func:`mtvae.stats.holm_adjust` of the primary family (``None`` without one).
+    ``arms``: one row per arm x evaluation seed x complete setting (``where``). ``task`` and
+    ``cost``: :func:`tested_gains` per setting on the test task metric (``task_metric``: head
+    accuracy) and on the test cost metric (``cost_metric``: −ELBO or distortion, lower is
+    better), for the primary pairs (each tuned MOO method against the tuned sum) and the
+    secondary ones; ``task.p_holm`` is the Holm-adjusted p of the primary comparisons (NaN
+    for the others); ``holm``: :func:`mtvae.stats.holm_adjust` of the primary family
+    (``None`` without one).
     """
 
     status: pd.DataFrame
     arms: pd.DataFrame
-    accuracy: pd.DataFrame
-    elbo: pd.DataFrame
+    task: pd.DataFrame
+    cost: pd.DataFrame
     holm: pd.DataFrame | None
     moo: tuple[str, ...]
+    task_metric: str
+    cost_metric: str
 
     @property
     def primary(self) -> pd.DataFrame:
-        a = self.accuracy
+        a = self.task
         return a[a.p_holm.notna()]
 
 
-def aux_evidence(profile: Profile, root: str | Path | None = None,
-                 runs: pd.DataFrame | None = None) -> AuxEvidence:
-    """The arms and the paired, tested comparisons of the ``aux`` grid's complete settings."""
+def _evidence(status: pd.DataFrame, arm_frame: pd.DataFrame, moo: tuple[str, ...], *,
+              task_metric: str, cost_metric: str, extra_task: Sequence[tuple[str, str]] = (),
+              extra_cost: Sequence[tuple[str, str]] = ()) -> Evidence:
+    """Paired, tested comparisons of ``arm_frame`` (higher ``task_metric`` and lower
+    ``cost_metric`` are better); ``extra_*``: secondary pairs beyond the defaults'."""
     from mtvae.stats import holm_adjust
 
+    primary = [(tuned(f), TUNED_SUM) for f in moo]
+    secondary = [(f, DEFAULT_SUM) for f in moo] + [(TUNED_SUM, DEFAULT_SUM)]
+    task = tested_gains(arm_frame, task_metric, higher_is_better=True,
+                        pairs=[*primary, *secondary, *extra_task], by=("where",))
+    cost = tested_gains(arm_frame, cost_metric, higher_is_better=False,
+                        pairs=[*primary, (TUNED_SUM, DEFAULT_SUM), *extra_cost], by=("where",))
+    is_primary = task.reference.eq(TUNED_SUM) & task.arm.isin([a for a, _ in primary])
+    family = {f"{r.arm} vs {r.reference} ({r.where})": r.p_value
+              for r in task[is_primary].itertuples()}
+    holm = holm_adjust(family) if family else None
+    task["p_holm"] = np.nan
+    if holm is not None:
+        task.loc[is_primary, "p_holm"] = holm.p_holm.to_numpy()
+        holm["gain"] = task.loc[is_primary, "gain"].to_numpy()
+    return Evidence(status, arm_frame, task, cost, holm, moo, task_metric, cost_metric)
+
+
+def _no_arms(*extra: str) -> pd.DataFrame:
+    return pd.DataFrame(columns=["where", "arm", "role", "seed", "setting", *extra])
+
+
+def aux_evidence(profile: Profile, root: str | Path | None = None,
+                 runs: pd.DataFrame | None = None) -> Evidence:
+    """The arms and the paired, tested comparisons of the ``aux`` grid's complete settings:
+    test head accuracy (task) and test −ELBO (cost), with the plain VAE's linear probe."""
     runs = records("aux", profile, root) if runs is None else runs
     status = point_status("aux", profile, root)
-    moo = tuple(f for f in profile.aux_grid.families if f != "sum")
     frames = []
     for p in status[status.complete].itertuples():
         sub = runs[(runs.dataset == p.dataset) & (runs.label_fraction == p.label_fraction)]
         frames.append(pd.concat([probe_arm(runs, p.dataset, p.label_fraction), arms(sub)],
                                 ignore_index=True).assign(where=aux_where(p.dataset,
                                                                           p.label_fraction)))
-    arm_frame = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["where", "arm", "role", "seed", "dataset", "label_fraction", "test_head_acc",
-                 "test_nelbo"]))
-    primary = [(tuned(f), TUNED_SUM) for f in moo]
-    secondary = ([(f, DEFAULT_SUM) for f in moo]
-                 + [(TUNED_SUM, DEFAULT_SUM), (TUNED_SUM, PLAIN_PROBE),
-                    (DEFAULT_SUM, PLAIN_PROBE)])
-    acc = tested_gains(arm_frame, "test_head_acc", higher_is_better=True,
-                       pairs=primary + secondary, by=("where",))
-    elbo = tested_gains(arm_frame, "test_nelbo", higher_is_better=False,
-                        pairs=[*primary, (TUNED_SUM, DEFAULT_SUM), (TUNED_SUM, PLAIN_PROBE)],
-                        by=("where",))
-    is_primary = acc.reference.eq(TUNED_SUM) & acc.arm.isin([a for a, _ in primary])
-    family = {f"{r.arm} vs {r.reference} ({r.where})": r.p_value
-              for r in acc[is_primary].itertuples()}
-    holm = holm_adjust(family) if family else None
-    acc["p_holm"] = np.nan
-    if holm is not None:
-        acc.loc[is_primary, "p_holm"] = holm.p_holm.to_numpy()
-        holm["gain"] = acc.loc[is_primary, "gain"].to_numpy()
-    return AuxEvidence(status, arm_frame, acc, elbo, holm, moo)
+    arm_frame = (pd.concat(frames, ignore_index=True) if frames else
+                 _no_arms("dataset", "label_fraction", "test_head_acc", "test_nelbo"))
+    moo = tuple(f for f in profile.aux_grid.families if f != "sum")
+    return _evidence(status, arm_frame, moo, task_metric="test_head_acc",
+                     cost_metric="test_nelbo",
+                     extra_task=[(TUNED_SUM, PLAIN_PROBE), (DEFAULT_SUM, PLAIN_PROBE)],
+                     extra_cost=[(TUNED_SUM, PLAIN_PROBE)])
+
+
+VQ_WHERE = "VQ-VAE, MNIST-5k"
+
+
+def vq_evidence(profile: Profile, root: str | Path | None = None,
+                runs: pd.DataFrame | None = None) -> Evidence:
+    """The ``vqhead`` grid (one setting: Chapter 2's reference VQ-VAE with a label head on
+    MNIST-5k) once complete: test accuracy (task) and test distortion (cost)."""
+    runs = records("vqhead", profile, root) if runs is None else runs
+    status = point_status("vqhead", profile, root)
+    arm_frame = (arms(runs).assign(where=VQ_WHERE) if bool(status.complete.all())
+                 else _no_arms("test_accuracy", "test_distortion"))
+    moo = tuple(f for f in profile.vq_grid.families if f != "sum")
+    return _evidence(status, arm_frame, moo, task_metric="test_accuracy",
+                     cost_metric="test_distortion")

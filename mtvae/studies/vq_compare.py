@@ -15,7 +15,8 @@ classifier.
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -33,6 +34,10 @@ from mtvae.studies.vqvaes import (
     vq_metrics,
 )
 from mtvae.train import FitResult
+
+if TYPE_CHECKING:
+    from mtvae.profiles import Profile
+    from mtvae.studies.settings import Evidence
 
 LN2 = math.log(2)
 KINDS = {"matched": "VAE (rate-matched)", "beta1": "VAE (β = 1)"}
@@ -152,3 +157,44 @@ def multitask(study: Study, monitor_every: int = 10) -> pd.DataFrame:
             rec = study.run("multitask", cfg, compute)
             rows.append({"combiner": combiner, "seed": seed, **rec["metrics"]})
     return pd.DataFrame(rows)
+
+
+def label_head(profile: Profile, root: str | Path | None = None, *, run: bool = False,
+               device: str = "auto") -> Evidence:
+    """The ``vqhead`` grid (the reference VQ-VAE with a label head on z_q: the sum with its
+    label weight chosen on validation against each MOO method with its smoothing chosen the
+    same way), trained first when ``run``; test accuracy and distortion, paired by seed.
+
+    Raises an :class:`~mtvae.errors.MTVAEError` that names the command when the grid is not
+    complete: a partial grid is not reported."""
+    from mtvae.experiments import get_grid
+    from mtvae.experiments.runner import run_staged
+    from mtvae.studies.settings import vq_evidence
+
+    if run:
+        run_staged(lambda: get_grid("vqhead", profile.name, root), root=root, device=device,
+                   progress="none")
+    ev = vq_evidence(profile, root)
+    if not bool(ev.status.complete.all()):
+        st = ev.status.iloc[0]
+        raise MTVAEError(
+            f"the vqhead-{profile.name} grid is not complete ({st.done} of {st.planned} "
+            f"planned runs recorded{'' if st.tuned else ', tuning unfinished'}); train it with "
+            f"`python -m mtvae grid vqhead --profile {profile.name}` (or execute Chapter 2 "
+            "with run_grid=True)")
+    return ev
+
+
+def head_table(ev: Evidence) -> pd.DataFrame:
+    """Per arm of :func:`label_head`: its configuration, test accuracy (%), distortion,
+    codes used (%), the reconstruction's gradient at z_q over the label's (mean over the
+    monitored steps) and how many seeds stopped by patience."""
+    from mtvae.studies.settings import DEFAULT_SUM, TUNED_SUM, arm_summary, tuned
+
+    a = ev.arms.copy()
+    a["norm_ratio_xy"] = [c["norm"]["x"] / max(c["norm"]["y"], 1e-12) if isinstance(c, dict)
+                          else math.nan for c in a.conflict]
+    a["accuracy"] = 100 * a.test_accuracy
+    a["used"] = 100 * a.test_fraction_used
+    order = [DEFAULT_SUM, TUNED_SUM, *ev.moo, *(tuned(f) for f in ev.moo)]
+    return arm_summary(a, ["accuracy", "test_distortion", "used", "norm_ratio_xy"], order)
