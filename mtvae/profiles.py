@@ -392,7 +392,7 @@ PROFILES: dict[str, Profile] = {
                          train_size=500, shapes_n=600, eval_samples=1),
         cvae_grid=CvaeGrid(seeds=(0, 1), head_weights=(1.0,), per_class=5),
         mm_grid=MultimodalGrid(fusions=("poe",), families=("sum", "pcgrad"),
-                               label_weights=(1.0, 25.0), crmogm=(0.0, 0.5), seeds=(0,),
+                               label_weights=(1.0, 25.0), crmogm=(0.0, 0.5), seeds=(0, 1),
                                tuning_seeds=(100,), hidden=64, epochs=2, patience=1,
                                train_size=500, n_samples=100, loglik_samples=1),
         hier_grid=HierGrid(datasets=("mnist5k",), betas1=(0.3, 3.0), betas2=(1.0,),

@@ -192,3 +192,30 @@ def test_the_vq_head_evidence_waits_for_a_complete_grid_then_tests_the_tuned_sum
     assert (e.primary.gain < 0).all() and len(e.holm) == len(e.moo)
     cost = e.cost[e.cost.reference == S.TUNED_SUM]
     assert np.allclose(cost.gain, 2.0)
+
+
+def test_the_multimodal_evidence_reports_each_complete_fusion_on_coherence(tmp_path):
+    assert S.mm_evidence(SMOKE, tmp_path).arms.empty
+    best_w = max(SMOKE.mm_grid.label_weights)
+    while True:  # fake records until the staged grid plans nothing new
+        spec = get_grid("multimodal", "smoke", tmp_path)
+        todo = [r for r in spec.runs() if not (tmp_path / spec.name / f"{r.id}.json").exists()]
+        if not todo:
+            break
+        for run in todo:
+            c = dict(run.config)
+            best = c["method"] == "sum" and c["label_weight"] == best_w
+            m = {"stopped_early": True, "best_epoch": 3, "epoch_cap": 10,
+                 "val_cross_mean": 0.8 if best else 0.4,
+                 "test_cross_mean": (0.75 if best else 0.45) + 0.01 * c["seed"],
+                 "test_nelbo": 200.0 + (5.0 if best else 0.0)}
+            write_record(tmp_path / spec.name / f"{run.id}.json",
+                         new_record(spec.name, run.kind, c, {"status": "ok", "metrics": m},
+                                    seconds=0.0, device="cpu"))
+    e = S.mm_evidence(SMOKE, tmp_path)
+    assert e.status.complete.all()
+    assert set(e.arms["where"]) == {S.FUSION_NAMES[f] for f in SMOKE.mm_grid.fusions}
+    assert set(e.arms[e.arms.arm == S.TUNED_SUM].setting) == {f"λ = {best_w:g}"}
+    # the tuned sum's coherence leads (negative MOO gains); it costs 5 nats of -ELBO
+    assert (e.primary.gain < 0).all()
+    assert np.allclose(e.cost[e.cost.reference == S.TUNED_SUM].gain, 5.0)

@@ -364,3 +364,22 @@ def vq_evidence(profile: Profile, root: str | Path | None = None,
     moo = tuple(f for f in profile.vq_grid.families if f != "sum")
     return _evidence(status, arm_frame, moo, task_metric="test_accuracy",
                      cost_metric="test_distortion")
+
+
+FUSION_NAMES = {"poe": "PoE", "moe": "MoE", "mopoe": "MoPoE"}
+
+
+def mm_evidence(profile: Profile, root: str | Path | None = None,
+                runs: pd.DataFrame | None = None) -> Evidence:
+    """The ``multimodal`` grid's complete fusions (``where``: PoE, MoE, MoPoE): test mean
+    cross-modal coherence (task) and test unweighted −ELBO (cost)."""
+    runs = records("multimodal", profile, root) if runs is None else runs
+    status = point_status("multimodal", profile, root)
+    frames = [arms(runs[runs.fusion == p.fusion]).assign(where=FUSION_NAMES.get(p.fusion,
+                                                                                p.fusion))
+              for p in status[status.complete].itertuples()]
+    arm_frame = (pd.concat(frames, ignore_index=True) if frames else
+                 _no_arms("fusion", "test_cross_mean", "test_nelbo"))
+    moo = tuple(f for f in profile.mm_grid.families if f != "sum")
+    return _evidence(status, arm_frame, moo, task_metric="test_cross_mean",
+                     cost_metric="test_nelbo")
