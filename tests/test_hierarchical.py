@@ -206,3 +206,26 @@ def test_run_table_helpers_keep_each_dataset_to_its_own_targets():
     acc = layer_accuracy(runs, {"shape": 0.4, "x": 0.2}, 1.0, 1.0)
     assert list(acc.columns) == ["z1", "z2", "both", "chance"]
     assert acc.loc["x", "z2"] == 0.9 and acc.loc["shape", "chance"] == 0.4
+
+
+def test_the_hier_grid_reads_as_the_section_frames_only_once_complete(tmp_path, monkeypatch):
+    from mtvae.profiles import get_profile
+    from mtvae.studies.hierarchical import grid_runs
+
+    monkeypatch.setenv("MTVAE_CACHE", str(tmp_path / "cache"))
+    smoke = get_profile("smoke")
+    s = smoke.hier_grid
+    with pytest.raises(MTVAEError, match=r"not complete \(0 of .*grid hier --profile smoke"):
+        grid_runs(smoke, tmp_path)
+    betas, moo = grid_runs(smoke, tmp_path, run=True, device="cpu")
+    cells = len(s.datasets) * len(s.betas1) * len(s.betas2) * len(s.seeds)
+    assert len(betas) == cells and set(betas.method) == {"sum"}
+    assert set(moo.method) == {"sum", *s.moo_methods}
+    assert ((moo.beta1 == 1.0) & (moo.beta2 == 1.0)).all()
+    # the names the section reads, with the parts adding up and the probes per layer
+    for col in ("distortion", "kl1", "kl2", "rate", "nelbo", "active_z1", "acc_z1_digit",
+                "acc_z2_digit", "acc_both_digit", "stopped_early", "epoch_cap", "val_nelbo"):
+        assert col in betas, col
+    assert np.allclose(betas.rate, betas.kl1 + betas.kl2)
+    assert np.allclose(betas.nelbo, betas.distortion + betas.rate)
+    assert (betas.epoch_cap == s.epochs).all()

@@ -13,6 +13,7 @@ Every run goes through :func:`mtvae.results.cached_run`.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,11 @@ import pandas as pd
 import torch
 
 from mtvae.data import Dataset, Split
+from mtvae.errors import MTVAEError
 from mtvae.models import HierarchicalVAE
 from mtvae.models.hierarchical import Codes
 from mtvae.probes import linear_probe
-from mtvae.profiles import HierStudy
+from mtvae.profiles import HierStudy, Profile
 from mtvae.results import cache_dir, cached_run, run_id
 from mtvae.studies.base import ChapterStudy, binarized_images
 from mtvae.train import fit
@@ -260,3 +262,50 @@ def variance_explained(runs: pd.DataFrame, score: str) -> pd.DataFrame:
             rows.append({"dataset": ds, "score": score, "features": name, "r2": r2,
                          "cv_r2": cv, "n_runs": len(y)})
     return pd.DataFrame(rows)
+
+
+GRID_COLUMNS = ("distortion", "kl1", "kl2", "rate", "nelbo")
+"""The ``hier`` grid records them per split as ``val_<name>`` and ``test_<name>``."""
+
+
+def grid_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """The ``hier`` grid's ok records (:func:`mtvae.experiments.load_results`) as
+    :func:`runs_frame` rows: the test numbers under the names the section reads, the
+    validation −ELBO, the probes as ``acc_<layer>_<target>`` and how each run stopped."""
+    ok = runs[runs.status == "ok"] if "status" in runs else runs
+    rows = []
+    for r in ok.to_dict("records"):
+        row = {k: r[k] for k in ("dataset", "beta1", "beta2", "seed", "method")}
+        row |= {k: r[f"test_{k}"] for k in GRID_COLUMNS} | {"val_nelbo": r["val_nelbo"]}
+        row |= {k: r[k] for k in ("active_z1", "active_z2", "epochs_run", "best_epoch",
+                                  "stopped_early", "epoch_cap")}
+        row |= {f"acc_{layer}_{t}": a for layer, accs in r["probe"].items()
+                for t, a in accs.items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def grid_runs(profile: Profile, root: str | Path | None = None, *, run: bool = False,
+              device: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``hier`` grid of ``profile`` (trained first when ``run``) as two frames: the
+    (beta1, beta2) grid with the sum, and beta1 = beta2 = 1 with the sum and each MOO
+    method (the rates as tasks). Raises an :class:`~mtvae.errors.MTVAEError` naming the
+    command while any planned run is missing: a partial grid is not reported."""
+    from mtvae.experiments import get_grid, load_results
+    from mtvae.experiments.runner import plan, run_grid
+
+    spec = get_grid("hier", profile.name, root)
+    if run:
+        run_grid(spec, root=root, device=device, progress="none")
+    status = plan(spec, root).status
+    if (status != "done").any():
+        raise MTVAEError(
+            f"the {spec.name} grid is not complete ({int((status == 'done').sum())} of "
+            f"{len(status)} runs recorded); train it with `python -m mtvae grid hier "
+            f"--profile {profile.name}` (or execute the chapter with run_grid=True)")
+    runs = grid_frame(load_results(spec, root))
+    s = profile.hier_grid
+    at_one = (runs.beta1 == 1.0) & (runs.beta2 == 1.0)
+    betas = runs[(runs.method == "sum") & runs.beta1.isin(s.betas1) & runs.beta2.isin(s.betas2)]
+    return (betas.drop_duplicates(["dataset", "beta1", "beta2", "seed"]).reset_index(drop=True),
+            runs[at_one].drop_duplicates(["dataset", "method", "seed"]).reset_index(drop=True))
