@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from mtvae.device import DEVICES
 from mtvae.errors import MTVAEError
 from mtvae.profiles import available as profiles
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +109,7 @@ def _run_grid(args: argparse.Namespace) -> None:
             if shard:
                 jobs = [j for k, j in enumerate(jobs) if k % shard[1] == shard[0] - 1]
             table = table[table.id.isin({r.id for j in jobs for r in j})]
-        print(table.to_string(index=False))
+        _print_plan(table)
         counts = table.status.value_counts()
         print(f"grid {spec.name}: {len(table)} runs: " + ", ".join(
             f"{int(counts.get(s, 0))} {s}" for s in ("done", "failed", "pending")))
@@ -130,6 +134,23 @@ def _run_grid(args: argparse.Namespace) -> None:
                          max_minutes=args.max_minutes, shard=parse_shard(args.shard),
                          where=parse_where(args.where))
     print(summary)
+
+
+def _print_plan(table: pd.DataFrame) -> None:
+    """The dry run's table; a run another process is executing ends with its holder."""
+    from mtvae.experiments.claims import CLEAR_HINT
+
+    text = table.drop(columns="claimed_by").to_string(index=False)
+    held = table[table.claimed_by != ""]
+    if len(held):
+        lines = text.splitlines()
+        text = "\n".join([lines[0]] + [f"{line}  (being run by {by})" if by else line
+                                       for line, by in zip(lines[1:], table.claimed_by,
+                                                           strict=True)])
+    print(text)
+    if len(held):  # before the summary line, which scripts read as the last line
+        print(f"{len(held)} of these runs are being run by another process (e.g. "
+              f"{held.claimed_by.iloc[0]}); {CLEAR_HINT}")
 
 
 def _print_rows(rows: list[dict[str, object]], as_json: bool) -> None:

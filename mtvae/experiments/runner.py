@@ -4,7 +4,9 @@
 record under ``<results>/<grid>/<run_id>.json`` and executes only the runs without one
 (and, with ``retry_failed=True``, those whose record says ``failed``). Records are written
 by the process that did the run, atomically, so an interruption at any moment loses at
-most the runs in flight, and the same call resumes where it stopped. :func:`plan` is the
+most the runs in flight, and the same call resumes where it stopped. Each run it executes is
+claimed first (:mod:`~mtvae.experiments.claims`), so a second process working on the same
+results folder at the same time skips it instead of running it twice. :func:`plan` is the
 dry run; :func:`load_results` reads a grid's records for analysis.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from mtvae.errors import MTVAEError, check_choice
+from mtvae.experiments import claims
 from mtvae.experiments.executors import Executor, Job, LocalExecutor, Outcome, Task
 from mtvae.experiments.kinds import get_kind, stack_group, stackable
 from mtvae.experiments.spec import GridSpec, Run
@@ -40,12 +43,32 @@ def record_status(path: Path) -> str:
     return "failed" if read_record(path).get("status") == "failed" else "done"
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Which version of a record is on disk (``None``: none): records are replaced whole."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _claimed_by(path: Path, status: str) -> str:
+    info = None if status == "done" else claims.holder(path)
+    return "" if info is None else claims.describe(info)
+
+
 def plan(spec: GridSpec, root: str | Path | None = None) -> pd.DataFrame:
-    """The dry run: one row per run with its kind, label, id and status."""
+    """The dry run: one row per run with its kind, label, id, status and ``claimed_by``
+    (``pid 1234 on host``: a run without an ok record that another live process is
+    executing now; else empty)."""
     folder = _root(root) / spec.name
-    return pd.DataFrame([{"kind": r.kind, "run": r.label.removeprefix(f"{r.kind} "), "id": r.id,
-                          "status": record_status(folder / f"{r.id}.json")}
-                         for r in spec.runs()])
+    rows = []
+    for r in spec.runs():
+        path = folder / f"{r.id}.json"
+        status = record_status(path)
+        rows.append({"kind": r.kind, "run": r.label.removeprefix(f"{r.kind} "), "id": r.id,
+                     "status": status, "claimed_by": _claimed_by(path, status)})
+    return pd.DataFrame(rows, columns=["kind", "run", "id", "status", "claimed_by"])
 
 
 @dataclass
@@ -59,6 +82,8 @@ class GridSummary:
     skipped: int = 0  # had an ok record
     kept_failed: int = 0  # had a failed record and was not retried
     left: int = 0  # pending when the time limit (max_minutes) stopped this call
+    claimed: int = 0  # to run, but claimed by another live process: not started here
+    claimed_by: str = ""  # one of those processes, e.g. "pid 1234 on host-a"
     wall_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
 
@@ -77,6 +102,10 @@ class GridSummary:
         if self.left:
             text += (f"; stopped at the time limit with {self.left} runs left: run the same "
                      "command again to continue")
+        if self.claimed:
+            runs = "1 run is" if self.claimed == 1 else f"{self.claimed} runs are"
+            text += (f"; {runs} being run by another process ({self.claimed_by}): not "
+                     f"started here ({claims.CLEAR_HINT})")
         if self.kept_failed:
             text += (f"; {self.kept_failed} earlier failures kept (retry_failed=True / "
                      "--retry-failed reruns them)")
@@ -231,25 +260,24 @@ def run_grid(
         i, n = shard
         jobs = [j for k, j in enumerate(jobs) if k % n == i - 1]
     summary = GridSummary(spec.name, sum(len(j) for j in jobs))
-    work: list[Job] = []
-    for job in jobs:
-        todo: list[Run] = []
-        for run in job:
-            state = record_status(folder / spec.name / f"{run.id}.json")
-            if state == "pending" or (state == "failed" and retry_failed):
-                todo.append(run)
-            elif state == "failed":
-                summary.kept_failed += 1
-            else:
-                summary.skipped += 1
-        if todo:
-            work.append(Job(tuple(Task(r, kinds[r.kind], spec.name, str(folder), device)
-                                  for r in todo), stacked=len(job) > 1 or (
-                stack > 1 and stackable(todo[0].kind, dict(todo[0].config)))))
-    n_todo = sum(len(j.tasks) for j in work)
-    bar = _Progress(n_todo, spec.name, progress)
+    held: set[Path] = set()  # the records whose runs this call has claimed
+    bar: _Progress | None = None
+    n_todo = 0
+    outcomes: Iterator[Outcome] = iter(())
     try:
-        for out in executor.map(work, deadline=deadline):
+        work: list[Job] = []
+        for job in jobs:
+            todo = [r for r in job if _claim(folder / spec.name / f"{r.id}.json", retry_failed,
+                                             summary, held)]
+            if todo:  # a stack keeps its engine when claims elsewhere leave one member
+                work.append(Job(tuple(Task(r, kinds[r.kind], spec.name, str(folder), device)
+                                      for r in todo), stacked=len(job) > 1 or (
+                    stack > 1 and stackable(todo[0].kind, dict(todo[0].config)))))
+        n_todo = sum(len(j.tasks) for j in work)
+        bar = _Progress(n_todo, spec.name, progress)
+        outcomes = executor.map(work, deadline=deadline)
+        for out in outcomes:
+            _release(folder / spec.name / f"{out.id}.json", held)  # its record is written
             if out.status == "ok":
                 summary.done += 1
             else:
@@ -260,20 +288,62 @@ def run_grid(
             if on_result is not None:
                 on_result(out)
     finally:
-        bar.close()
-        summary.wall_seconds = time.perf_counter() - started
+        try:  # stop the executor first (it waits for its runs in flight): then none is running
+            close = getattr(outcomes, "close", None)
+            if close is not None:
+                close()
+        finally:  # the time limit, an exception, Ctrl-C: the runs not run are free again
+            for path in list(held):
+                _release(path, held)
+            if bar is not None:
+                bar.close()
+            summary.wall_seconds = time.perf_counter() - started
     summary.left = n_todo - summary.done - summary.failed
-    if bar.mode == "log":
+    if bar is not None and bar.mode == "log":
         logger.info("%s", summary)
     return summary
+
+
+def _claim(path: Path, retry_failed: bool, summary: GridSummary, held: set[Path]) -> bool:
+    """Whether this call runs the run of record ``path``: it needs running and this process
+    now holds its claim. Counts it in ``summary`` otherwise."""
+    stamp = _stamp(path)
+    state = record_status(path)
+    if state == "pending" or (state == "failed" and retry_failed):
+        if not claims.claim(path):
+            summary.claimed += 1
+            if not summary.claimed_by:
+                info = claims.holder(path)
+                summary.claimed_by = claims.describe(info) if info else "a process now gone"
+            return False
+        held.add(path)
+        if _stamp(path) == stamp:
+            return True
+        # another process recorded it between our look and our claim: never run it twice
+        _release(path, held)
+        state = record_status(path)
+        if state == "pending":  # its record was deleted meanwhile: nobody else runs it
+            return _claim(path, retry_failed, summary, held)
+    if state == "failed":
+        summary.kept_failed += 1
+    else:
+        summary.skipped += 1
+    return False
+
+
+def _release(path: Path, held: set[Path]) -> None:
+    if path in held:
+        claims.release(path)
+        held.discard(path)
 
 
 def run_staged(build: Callable[[], GridSpec], *, max_minutes: float | None = None,
                once: bool = False, **kwargs: Any) -> GridSummary:
     """:func:`run_grid` on a grid whose later blocks depend on earlier records: rebuild the
     spec with ``build()`` after each pass until a pass finds nothing new to run (or the time
-    limit stops it). Returns the summary of all passes together; ``once`` runs one pass
-    (a grid with fixed blocks)."""
+    limit stops it). Returns the summary of all passes together (``left`` and ``claimed``
+    as the last pass found them); ``once`` runs one pass (a grid with fixed blocks). A pass
+    whose runs are all claimed by another process runs nothing, so it is the last."""
     started = time.perf_counter()
     total: GridSummary | None = None
     while True:
@@ -282,10 +352,13 @@ def run_staged(build: Callable[[], GridSpec], *, max_minutes: float | None = Non
         if left is not None and left <= 0:  # out of time before this pass: count, run nothing
             ids = {r.id for r in select(spec.runs(), kwargs.get("where"))}
             table = plan(spec, kwargs.get("root"))
-            mine = table[table.id.isin(ids)].status
-            summary = GridSummary(spec.name, len(mine), skipped=int((mine == "done").sum()),
-                                  kept_failed=int((mine == "failed").sum()),
-                                  left=int((mine == "pending").sum()))
+            mine = table[table.id.isin(ids)]
+            held = mine[(mine.status == "pending") & (mine.claimed_by != "")]
+            summary = GridSummary(spec.name, len(mine),
+                                  skipped=int((mine.status == "done").sum()),
+                                  kept_failed=int((mine.status == "failed").sum()),
+                                  left=int((mine.status == "pending").sum()) - len(held),
+                                  claimed=len(held), claimed_by=next(iter(held.claimed_by), ""))
         else:
             summary = run_grid(spec, max_minutes=left, **kwargs)
         if total is None:
@@ -298,6 +371,7 @@ def run_staged(build: Callable[[], GridSpec], *, max_minutes: float | None = Non
             total.failures += summary.failures
             total.left = summary.left
             total.kept_failed = summary.kept_failed
+            total.claimed, total.claimed_by = summary.claimed, summary.claimed_by
         total.wall_seconds = time.perf_counter() - started
         if once or summary.done + summary.failed == 0 or summary.left:
             return total
