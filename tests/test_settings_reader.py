@@ -219,3 +219,25 @@ def test_the_multimodal_evidence_reports_each_complete_fusion_on_coherence(tmp_p
     # the tuned sum's coherence leads (negative MOO gains); it costs 5 nats of -ELBO
     assert (e.primary.gain < 0).all()
     assert np.allclose(e.cost[e.cost.reference == S.TUNED_SUM].gain, 5.0)
+
+
+def test_equivalent_weights_match_a_default_method_to_the_nearest_sum_weight():
+    rows = []
+    for seed in (100, 101):
+        for w, nelbo in ((0.1, 100.0), (1.0, 101.0), (100.0, 110.0)):
+            rows.append({"seed": seed, "family": "sum", "method": "sum", "label_weight": w,
+                         "val_head_acc": 0.5 + w / 1000, "val_nelbo": nelbo})
+        rows += [{"seed": seed, "family": "imtl-g", "method": "imtl-g", "label_weight": 1.0,
+                  "val_head_acc": 0.6, "val_nelbo": 109.0},
+                 {"seed": seed, "family": "imtl-g", "method": "imtl-g[crmogm=0.5]",
+                  "label_weight": 1.0, "val_head_acc": 0.1, "val_nelbo": 100.0},
+                 {"seed": seed, "family": "pcgrad", "method": "pcgrad", "label_weight": 1.0,
+                  "val_head_acc": 0.5, "val_nelbo": 100.8}]
+    runs = pd.DataFrame(rows).assign(dataset="mnist5k", label_fraction=1.0, tuning=True,
+                                     status="ok", kind="aux")
+    runs = pd.concat([runs, runs.assign(tuning=False, val_nelbo=0.0)])  # evaluation: ignored
+    eq = S.equivalent_weights(runs).set_index("method")
+    assert eq.loc["imtl-g", "lambda_like"] == 100.0  # only the default (c = 0) is placed
+    assert eq.loc["imtl-g", "sum_val_nelbo"] == pytest.approx(110.0)
+    assert eq.loc["pcgrad", "lambda_like"] == 1.0
+    assert eq.loc["pcgrad", "sum_val_head_acc"] == pytest.approx(0.501)

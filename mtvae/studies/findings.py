@@ -222,7 +222,7 @@ def aux_tuned_sentence(f: Findings) -> str:
     if len(wins):
         text += f"{len(wins)} of the {len(e.holm)} tuned MOO comparisons gain (Holm-corrected)"
     else:
-        text += (f"none of the {len(e.holm)} tuned MOO methods gains in head accuracy "
+        text += (f"none of the {len(e.holm)} tuned MOO comparisons gains in head accuracy "
                  f"(the best, `{best.arm.removesuffix(' (tuned)')}`, "
                  f"{T.fmt_fixed(100 * best.gain, 1, sign=True)} points, 95 % interval "
                  f"[{T.fmt_fixed(100 * best.low, 1, sign=True)}, "

@@ -383,3 +383,28 @@ def mm_evidence(profile: Profile, root: str | Path | None = None,
     moo = tuple(f for f in profile.mm_grid.families if f != "sum")
     return _evidence(status, arm_frame, moo, task_metric="test_cross_mean",
                      cost_metric="test_nelbo")
+
+
+def equivalent_weights(runs: pd.DataFrame, by: Sequence[str] = ("dataset", "label_fraction"),
+                       weight_key: str = "label_weight") -> pd.DataFrame:
+    """Where each MOO method's *default* configuration (c = 0, λ = 1) sits on the sum's λ
+    curve, on the tuning seeds and validation numbers only: per setting and method, its mean
+    validation head accuracy and −ELBO, and the sum's label weight whose mean validation −ELBO
+    is nearest (``lambda_like``), with that weight's two numbers. A scale-invariant method
+    that rebalances the tasks lands at a large λ; one that keeps the sum's scale, at λ = 1."""
+    tun = runs[runs.tuning & (runs.status == "ok") & (runs.kind != "aux-plain")]
+    rows = []
+    for key, g in tun.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        curve = g[g.family == "sum"].groupby(weight_key)[["val_head_acc", "val_nelbo"]].mean()
+        if curve.empty:
+            continue
+        defaults = g[(g.family != "sum") & (g.method == g.family)]
+        for fam, d in defaults.groupby("family", sort=False):
+            acc, nelbo = float(d.val_head_acc.mean()), float(d.val_nelbo.mean())
+            near = float((curve.val_nelbo - nelbo).abs().idxmin())
+            rows.append({**dict(zip(by, key, strict=True)), "method": fam, "val_head_acc": acc,
+                         "val_nelbo": nelbo, "lambda_like": near,
+                         "sum_val_head_acc": float(curve.loc[near, "val_head_acc"]),
+                         "sum_val_nelbo": float(curve.loc[near, "val_nelbo"])})
+    return pd.DataFrame(rows)
