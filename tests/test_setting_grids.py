@@ -209,7 +209,7 @@ def _first(grid, kind, **match):
     ("hier", "hier", {"method": "pcgrad"},
      {"val_nelbo", "val_kl1", "test_nelbo", "test_kl2", "probe"}),
     ("vqhead", "vqhead", {"method": "sum"},
-     {"val_accuracy", "val_distortion", "test_accuracy", "test_distortion"}),
+     {"val_accuracy", "val_distortion", "test_accuracy", "test_distortion", "conflict"}),
     ("beta", "beta", {}, {"val_nelbo", "val_rate", "test_nelbo", "test_rate", "active_units"}),
 ])
 def test_each_kind_records_validation_test_and_convergence(isolated, grid, kind, match,
@@ -243,6 +243,9 @@ def test_a_multimodal_run_records_coherence_and_likelihood_on_both_splits(isolat
         assert set(m[f"{prefix}loglik"]) == {"mnist", "digit", "label"}
         assert math.isfinite(m[f"{prefix}nelbo" if prefix else "test_nelbo"])
     assert set(m) >= CONVERGENCE
+    # the modalities' gradient sizes at z, the diagnostic the chapter's story rests on
+    assert set(m["conflict"]["norm"]) == {"mnist", "digit", "label"}
+    assert all(v > 0 for v in m["conflict"]["norm"].values())
 
 
 def test_stacked_aux_runs_get_one_record_each_like_single_runs(isolated, tmp_path):

@@ -96,14 +96,16 @@ Scorer = Callable[[dict[str, Any], nn.Module, Dataset, FitResult], dict[str, Any
 
 
 def _single(kind: str, keys: tuple[str, ...], build: Builder, score: Scorer,
-            config: dict[str, Any], device: str) -> dict[str, Any]:
+            config: dict[str, Any], device: str, monitor_every: int | None = None
+            ) -> dict[str, Any]:
     _require(config, keys, kind)
     model, data, combiner = build(config)
-    return score(config, model, data, _train(kind, config, model, data, device, combiner))
+    return score(config, model, data, _train(kind, config, model, data, device, combiner,
+                                             monitor_every))
 
 
 def _stacked(kind: str, keys: tuple[str, ...], build: Builder, score: Scorer,
-             configs: list[dict[str, Any]], device: str
+             configs: list[dict[str, Any]], device: str, monitor_every: int | None = None
              ) -> list[dict[str, Any] | BaseException]:
     """Runs that differ only in ``seed`` trained as one stacked job (:func:`fit_stacked`),
     then scored one by one as the single kind scores them."""
@@ -112,7 +114,7 @@ def _stacked(kind: str, keys: tuple[str, ...], build: Builder, score: Scorer,
     built = [build(c) for c in configs]
     combiner = built[0][2]
     ckpts: list[Path | None] = [_checkpoint(kind, c) for c in configs]
-    settings = _fit_settings(configs[0], combiner)
+    settings = _fit_settings(configs[0], combiner) | {"monitor_every": monitor_every}
     results = fit_stacked([b[0] for b in built], [b[1] for b in built],
                           seeds=[int(c["seed"]) for c in configs], device=device,
                           checkpoints=ckpts, desc=f"{kind} {configs[0].get('method', '')}",
@@ -284,7 +286,11 @@ def _mm_score(cfg: dict[str, Any], model: nn.Module, data: Dataset, result: FitR
         out[f"{prefix}nelbo"] = _nelbo(model, split.tensors, int(cfg["seed"]))
     out["test_cross_mean"] = out["cross_mean"]
     out["test_nelbo"] = out.pop("nelbo")
-    return out | convergence(result, cfg["epochs"])
+    return out | convergence(result, cfg["epochs"]) | {"conflict": conflict_summary(result)}
+
+
+MM_MONITOR = 10
+"""Steps between two logs of the modalities' gradient statistics (the old study's rate)."""
 
 
 @register("mm")
@@ -294,15 +300,16 @@ def mm(config: dict[str, Any], device: str) -> dict[str, Any]:
     pairs (``val_*``) and on the test pairs, unweighted −ELBO on both, convergence.
 
     Early stopping reads the *weighted* validation objective (the label weight is part of
-    the sum being trained); the grid chooses on ``val_cross_mean``, not on it.
+    the sum being trained); the grid chooses on ``val_cross_mean``, not on it. ``conflict``:
+    the modalities' gradient sizes and cosines at z (every :data:`MM_MONITOR`-th step).
     """
-    return _single("mm", MM_KEYS, _mm_build, _mm_score, config, device)
+    return _single("mm", MM_KEYS, _mm_build, _mm_score, config, device, MM_MONITOR)
 
 
 @register_stacked("mm")
 def mm_stacked(configs: list[dict[str, Any]], device: str
                ) -> list[dict[str, Any] | BaseException]:
-    return _stacked("mm", MM_KEYS, _mm_build, _mm_score, configs, device)
+    return _stacked("mm", MM_KEYS, _mm_build, _mm_score, configs, device, MM_MONITOR)
 
 
 # -- hierarchical ----------------------------------------------------------------------------
