@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import distributions as D
@@ -211,3 +212,22 @@ def test_classifier_accepts_8x8_and_keeps_the_28x28_network() -> None:
     assert sum(p.numel() for p in Classifier().parameters()) == 206_922
     with pytest.raises(MTVAEError, match=r"28x28 or 8x8"):
         Classifier((1, 16, 16))
+
+
+def test_the_grid_arms_read_as_the_section_runs():
+    from mtvae.studies.multimodal import directional, gradient_norms, grid_frame
+
+    cross = {"mnist->digit": 0.9, "mnist->label": 0.8, "digit->mnist": 0.7,
+             "digit->label": 0.6, "label->mnist": 0.2, "label->digit": 0.3,
+             "mnist+digit->label": 0.95}
+    arms = pd.DataFrame([{"fusion": "poe", "arm": "sum (tuned)", "seed": s, "cross": cross,
+                          "loglik": {"mnist": -90.0, "digit": -150.0, "label": -0.1},
+                          "conflict": {"norm": {"mnist": 2.0, "digit": 1.0, "label": 0.05}}}
+                         for s in (0, 1)])
+    runs = grid_frame(arms)
+    assert set(runs.method) == {"sum (tuned)"} and runs["label->mnist"].tolist() == [0.2, 0.2]
+    assert runs.from_label.iloc[0] == pytest.approx(directional(cross)["from_label"])
+    assert runs.ll_label.iloc[0] == -0.1
+    norms = gradient_norms(runs)
+    assert len(norms) == 6 and set(norms.modality) == {"mnist", "digit", "label"}
+    assert norms[norms.modality == "mnist"].norm.eq(2.0).all()

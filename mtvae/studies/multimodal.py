@@ -318,3 +318,19 @@ def combos(d: pd.DataFrame, fmt: str | None = None) -> str:
     """``"poe (imtl-g), moe (imtl-g)"``, with each gain when ``fmt`` is given."""
     return ", ".join(f"{r.fusion} ({r.method})" + (f": {r.gain:{fmt}}" if fmt else "")
                      for r in d.itertuples())
+
+
+def grid_frame(arms: pd.DataFrame) -> pd.DataFrame:
+    """The ``multimodal`` grid's arms (:func:`mtvae.studies.settings.mm_evidence`) in the
+    shape the section reads (:meth:`Study.all_runs`): one row per fusion x arm x seed with
+    ``method`` the arm's name, one column per coherence pair, ``from_<m>`` / ``to_<m>``,
+    ``ll_<m>`` and ``diagnostics`` (the modalities' mean gradient norms at z, from the
+    record's ``conflict``), besides the record's own columns."""
+    rows = []
+    for r in arms.to_dict("records"):
+        c = r.get("conflict")
+        diag = ({"tasks": list(c["norm"]), "norm": list(c["norm"].values())}
+                if isinstance(c, dict) else None)
+        rows.append({**r, "method": r["arm"], **r["cross"], **directional(r["cross"]),
+                     **{f"ll_{k}": v for k, v in r["loglik"].items()}, "diagnostics": diag})
+    return pd.DataFrame(rows)
