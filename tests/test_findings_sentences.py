@@ -49,3 +49,17 @@ def test_settings_sentence_counts_and_prices():
     assert "1 are better on every seed, 0 worse on every seed and 0 mixed" in text
     assert "the consistent gains are in the settings “aux”" in text
     assert "1 of the 1 consistent gains came with a worse second metric (test −ELBO)." in text
+
+
+def test_the_equivalence_sentence_names_only_readable_matching_positions():
+    eq = pd.DataFrame({"method": ["imtl-g", "imtl-g", "pcgrad", "pcgrad"],
+                       "lambda_like": [100.0, 1.0, 1.0, 1000.0],
+                       "readable": [True, False, True, True],
+                       "matches": [True, True, True, False]})
+    text = FD.aux_equivalence_sentence(_findings(aux_equivalent=eq))
+    assert "`imtl-g` where the sum does at λ = 100 (1 of 2 settings)" in text
+    assert "`pcgrad` where the sum does at λ = 1 (1 of 2 settings)" in text
+    assert "1000" not in text and "larger λ than any of the others" in text
+    assert FD.aux_equivalence_sentence(_findings()) == ""
+    flat = eq.assign(readable=False)
+    assert FD.aux_equivalence_sentence(_findings(aux_equivalent=flat)) == ""

@@ -60,6 +60,7 @@ class Findings:
     settings: pd.DataFrame  # overview.settings_table: one row per setting × condition × method
     conditions: pd.DataFrame  # results.conditions (empty with fewer than 3 tables)
     aux: S.Evidence | None = None  # the aux grid's tuned comparisons (complete settings)
+    aux_equivalent: pd.DataFrame | None = None  # settings.equivalent_weights (aux tuning runs)
 
     @property
     def consistent_gains(self) -> pd.DataFrame:
@@ -103,6 +104,12 @@ def compute(profile: str, device: str = "auto", run_grid: bool | None = None) ->
                   else pd.DataFrame())
     ok = res.runs[res.runs.status == "ok"]
     aux = S.aux_evidence(P)
+    aux_runs = S.records("aux", P)
+    tuned_points = set(zip(aux.status[aux.status.tuned].dataset,
+                           aux.status[aux.status.tuned].label_fraction, strict=True))
+    aux_runs = aux_runs[[p in tuned_points for p in zip(aux_runs.dataset,
+                                                       aux_runs.label_fraction, strict=True)]]
+    aux_eq = S.equivalent_weights(aux_runs) if len(aux_runs) else None
     return Findings(
         n_records=len(ok), n_tables=len(res.complete), n_planned=len(P.tables.datasets),
         n_moo=len(moo), n_rates=len(P.tables.missing_rates), n_seeds=len(P.tables.seeds),
@@ -118,6 +125,7 @@ def compute(profile: str, device: str = "auto", run_grid: bool | None = None) ->
         best_reference=ref, reference_gain=float(g.loc[ref, "gain"]),
         reference_low=float(g.loc[ref, "ci_low"]), reference_high=float(g.loc[ref, "ci_high"]),
         settings=O.settings_table(profile, device, aux=aux), conditions=conditions, aux=aux,
+        aux_equivalent=aux_eq,
     )
 
 
@@ -230,3 +238,30 @@ def aux_tuned_sentence(f: Findings) -> str:
     if len(losses):
         text += f", and {len(losses)} lose after Holm's correction"
     return text + "."
+
+
+def aux_equivalence_sentence(f: Findings) -> str:
+    """Where each untuned MOO method trains on the sum's λ curve (label heads, validation
+    numbers of the tuning runs), in the settings where the position can be read and the
+    accuracies agree; empty when there is nothing to say."""
+    eq = f.aux_equivalent
+    if eq is None or eq.empty:
+        return ""
+    good = eq[eq.readable & eq.matches]
+    if good.empty:
+        return ""
+    parts = []
+    for method, g in good.groupby("method", sort=False):
+        lams = sorted(set(g.lambda_like))
+        parts.append(f"`{method}` where the sum does at λ = "
+                     + " or ".join(f"{v:g}" for v in lams) + f" ({len(g)} of "
+                     f"{int((eq.method == method).sum())} settings)")
+    text = ("Untuned, each MOO method trains where a fixed weighting does — matched on the "
+            "validation −ELBO of the label heads' tuning runs, with the validation accuracy "
+            f"within {100 * S.MATCHING_ACCURACY:g} points: " + "; ".join(parts) + ".")
+    scale_free = good[good.method == "imtl-g"].lambda_like
+    others = good[good.method != "imtl-g"].lambda_like
+    if len(scale_free) and len(others) and scale_free.min() > others.max():
+        text += (" The scale-invariant method (IMTL-G) stands in for a larger λ than any of "
+                 "the others, which keep the tasks' sizes.")
+    return text

@@ -385,13 +385,22 @@ def mm_evidence(profile: Profile, root: str | Path | None = None,
                      cost_metric="test_nelbo")
 
 
+READABLE_SPAN = 3.0
+"""Nats the sum's mean validation −ELBO must span over its weights for a method's position on
+the λ curve to be read from the −ELBO (a flat curve places every method anywhere)."""
+MATCHING_ACCURACY = 0.02
+"""How close (as a share) the method's validation accuracy must be to that weight's."""
+
+
 def equivalent_weights(runs: pd.DataFrame, by: Sequence[str] = ("dataset", "label_fraction"),
                        weight_key: str = "label_weight") -> pd.DataFrame:
     """Where each MOO method's *default* configuration (c = 0, λ = 1) sits on the sum's λ
     curve, on the tuning seeds and validation numbers only: per setting and method, its mean
     validation head accuracy and −ELBO, and the sum's label weight whose mean validation −ELBO
-    is nearest (``lambda_like``), with that weight's two numbers. A scale-invariant method
-    that rebalances the tasks lands at a large λ; one that keeps the sum's scale, at λ = 1."""
+    is nearest (``lambda_like``), with that weight's two numbers; ``span``: the range of the
+    sum's curve, ``readable``: span ≥ :data:`READABLE_SPAN`, ``matches``: the accuracies
+    within :data:`MATCHING_ACCURACY`. A scale-invariant method that rebalances the tasks
+    lands at a large λ; one that keeps the sum's scale, at λ = 1."""
     tun = runs[runs.tuning & (runs.status == "ok") & (runs.kind != "aux-plain")]
     rows = []
     for key, g in tun.groupby(list(by), sort=False):
@@ -403,8 +412,11 @@ def equivalent_weights(runs: pd.DataFrame, by: Sequence[str] = ("dataset", "labe
         for fam, d in defaults.groupby("family", sort=False):
             acc, nelbo = float(d.val_head_acc.mean()), float(d.val_nelbo.mean())
             near = float((curve.val_nelbo - nelbo).abs().idxmin())
+            span = float(curve.val_nelbo.max() - curve.val_nelbo.min())
+            sum_acc = float(curve.loc[near, "val_head_acc"])
             rows.append({**dict(zip(by, key, strict=True)), "method": fam, "val_head_acc": acc,
-                         "val_nelbo": nelbo, "lambda_like": near,
-                         "sum_val_head_acc": float(curve.loc[near, "val_head_acc"]),
-                         "sum_val_nelbo": float(curve.loc[near, "val_nelbo"])})
+                         "val_nelbo": nelbo, "lambda_like": near, "sum_val_head_acc": sum_acc,
+                         "sum_val_nelbo": float(curve.loc[near, "val_nelbo"]), "span": span,
+                         "readable": span >= READABLE_SPAN,
+                         "matches": abs(acc - sum_acc) <= MATCHING_ACCURACY})
     return pd.DataFrame(rows)
