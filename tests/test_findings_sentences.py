@@ -63,3 +63,21 @@ def test_the_equivalence_sentence_names_only_readable_matching_positions():
     assert FD.aux_equivalence_sentence(_findings()) == ""
     flat = eq.assign(readable=False)
     assert FD.aux_equivalence_sentence(_findings(aux_equivalent=flat)) == ""
+
+
+def test_the_plain_vae_sentence_gives_gain_and_price_per_setting():
+    from mtvae.studies import settings as S
+
+    def rows(gain, low, high):
+        return pd.DataFrame({"where": ["A", "B"], "arm": [S.TUNED_SUM] * 2,
+                             "reference": [S.PLAIN_PROBE] * 2, "gain": gain, "low": low,
+                             "high": high})
+
+    ev = S.Evidence(status=pd.DataFrame(), arms=pd.DataFrame({"where": ["A", "B"]}),
+                    task=rows([0.1, 0.04], [0.09, 0.02], [0.11, 0.06]),
+                    cost=rows([-4.6, 0.2], [-5.4, -0.2], [-3.8, 0.8]), holm=None, moo=(),
+                    task_metric="test_head_acc", cost_metric="test_nelbo")
+    text = FD.aux_vs_plain_sentence(_findings(aux=ev))
+    assert "A: +10.0 points [+9.0, +11.0] at a −ELBO cost of 4.6 nats [3.8, 5.4]" in text
+    assert "B: +4.0 points [+2.0, +6.0] at no measurable −ELBO cost" in text
+    assert FD.aux_vs_plain_sentence(_findings()) == ""
