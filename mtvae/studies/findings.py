@@ -103,8 +103,8 @@ def compute(profile: str, device: str = "auto", run_grid: bool | None = None) ->
     conditions = (R.conditions(res, R.table_properties(res)) if len(res.complete) >= 3
                   else pd.DataFrame())
     ok = res.runs[res.runs.status == "ok"]
-    aux = S.aux_evidence(P)
-    aux_runs = S.records("aux", P)
+    aux_runs = S.records("aux", P)  # read once: the evidence and the λ positions share it
+    aux = S.aux_evidence(P, runs=aux_runs)
     tuned_points = set(zip(aux.status[aux.status.tuned].dataset,
                            aux.status[aux.status.tuned].label_fraction, strict=True))
     aux_runs = aux_runs[[p in tuned_points for p in zip(aux_runs.dataset,
