@@ -160,7 +160,8 @@ def test_bibliography_renders(built_html: Path) -> None:
 # takes several sittings can leave a rewritten chapter waiting for its records). The
 # rendering checks below skip such a page; `test_awaiting_list_is_current` fails as soon as
 # it has been re-executed, so the list cannot go stale. Empty: every page is current.
-AWAITING_REEXECUTION: frozenset[str] = frozenset()
+AWAITING_REEXECUTION: frozenset[str] = frozenset({"book/chapters/02_vqvaes",
+                                                 "book/chapters/05_results"})
 
 # a role left as text, a directive fence, or Markdown backticks printed literally
 UNRENDERED = re.compile(r"\{(glue|cite|numref|ref|doc|eq|term|download|math)(:[a-z]+)?\}"

@@ -241,3 +241,36 @@ def test_equivalent_weights_match_a_default_method_to_the_nearest_sum_weight():
     assert eq.loc["imtl-g", "sum_val_nelbo"] == pytest.approx(110.0)
     assert eq.loc["pcgrad", "lambda_like"] == 1.0
     assert eq.loc["pcgrad", "sum_val_head_acc"] == pytest.approx(0.501)
+
+
+def test_the_book_primary_family_is_holm_over_every_grid_not_per_grid(tmp_path):
+    from mtvae.stats import holm_adjust
+
+    _fill_vq(tmp_path)
+    _fill(tmp_path, _metrics)
+    ev = {"aux": S.aux_evidence(SMOKE, tmp_path), "vqhead": S.vq_evidence(SMOKE, tmp_path)}
+    book = S.book_primary(ev)
+    n_aux, n_vq = len(ev["aux"].primary), len(ev["vqhead"].primary)
+    assert n_aux and n_vq and len(book) == n_aux + n_vq
+    assert list(book.grid).count("vqhead") == n_vq
+    expected = holm_adjust(dict(enumerate(book.p_value)))
+    assert np.allclose(book.p_holm, expected.p_holm) and list(book.reject) == list(expected.reject)
+    # a larger family can only raise a comparison's adjusted p
+    vq = book[book.grid == "vqhead"].p_holm.to_numpy()
+    assert (vq >= ev["vqhead"].primary.p_holm.to_numpy() - 1e-12).all()
+    assert S.book_primary({"aux": S.aux_evidence(SMOKE, tmp_path / "none")}).empty
+
+
+def test_the_overview_reads_the_vq_head_defaults_only_from_a_complete_grid(tmp_path):
+    from mtvae.studies.overview import vq_default_arms
+
+    assert vq_default_arms("smoke", tmp_path).empty
+    _fill_vq(tmp_path)
+    arms = vq_default_arms("smoke", tmp_path)
+    assert set(arms.method) == set(SMOKE.vq_grid.families)  # "sum" is the lambda = 1 sum
+    assert set(arms.seed) == set(SMOKE.vq_grid.seeds) and set(arms.condition) == {"MNIST-5k"}
+    recs = S.records("vqhead", SMOKE, tmp_path)
+    default_sum = recs[(recs.family == "sum") & recs.default & ~recs.tuning]
+    assert (default_sum.label_weight == SMOKE.vq_grid.default_label_weight).all()
+    got = arms[arms.method == "sum"].set_index("seed").test_accuracy.sort_index()
+    assert np.allclose(got, default_sum.set_index("seed").test_accuracy.sort_index())

@@ -140,11 +140,12 @@ def hier_grid(profile: Profile) -> GridSpec:
     fixed = {"z1_dim": s.z1_dim, "z2_dim": s.z2_dim, "hidden": list(s.hidden),
              "batch_size": s.batch_size, "lr": s.lr, "epochs": s.epochs, "patience": s.patience,
              "train_size": s.train_size, "shapes_n": s.shapes_n}
-    axes = {"seed": s.seeds, "dataset": s.datasets}
-    blocks = (Block("hier", axes | {"beta1": tuple(map(float, s.betas1)),
-                                    "beta2": tuple(map(float, s.betas2))},
+    blocks = (Block("hier", {"seed": s.seeds, "dataset": s.datasets,
+                             "beta1": tuple(map(float, s.betas1)),
+                             "beta2": tuple(map(float, s.betas2))},
                     fixed | {"method": "sum"}),
-              Block("hier", axes | {"method": ("sum", *s.moo_methods)},
+              Block("hier", {"seed": s.moo_seeds, "dataset": s.datasets,
+                             "method": ("sum", *s.moo_methods)},
                     fixed | {"beta1": 1.0, "beta2": 1.0}))
     return GridSpec(f"hier-{profile.name}", blocks,
                     description="hierarchical VAE: (beta1, beta2) grid and rates as tasks")

@@ -306,6 +306,7 @@ def grid_runs(profile: Profile, root: str | Path | None = None, *, run: bool = F
     runs = grid_frame(load_results(spec, root))
     s = profile.hier_grid
     at_one = (runs.beta1 == 1.0) & (runs.beta2 == 1.0)
-    betas = runs[(runs.method == "sum") & runs.beta1.isin(s.betas1) & runs.beta2.isin(s.betas2)]
+    betas = runs[(runs.method == "sum") & runs.beta1.isin(s.betas1) & runs.beta2.isin(s.betas2)
+                 & runs.seed.isin(s.seeds)]
     return (betas.drop_duplicates(["dataset", "beta1", "beta2", "seed"]).reset_index(drop=True),
             runs[at_one].drop_duplicates(["dataset", "method", "seed"]).reset_index(drop=True))

@@ -9,10 +9,11 @@ the mean gain of a MOO method over the plain sum on the setting's main metric (s
 that positive = MOO better), its spread over seeds, on how many seeds it wins, and the change
 of a secondary metric that shows what the gain cost.
 
-The auxiliary heads' rows come from the ``aux`` grid (runs stopped by patience; the untuned
-arms: each MOO method at its default against the sum with lambda = 1), at its complete
-settings only; the tuned comparison is Chapter 3.2's. The other settings' rows are still
-the chapters' own runs (untuned sums, fixed epoch budgets).
+The auxiliary heads' and the VQ-VAE label head's rows come from the ``aux`` and ``vqhead``
+grids (runs stopped by patience; the untuned arms: each MOO method at its default against the
+sum with lambda = 1), at their complete settings only; the tuned comparisons are Chapters 3.2's
+and 2's. The other settings' rows are still the chapters' own runs (untuned sums, fixed epoch
+budgets).
 """
 
 from __future__ import annotations
@@ -70,16 +71,33 @@ def aux_default_arms(profile: str, root: str | Path | None = None,
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
+def vq_default_arms(profile: str, root: str | Path | None = None) -> pd.DataFrame:
+    """The untuned comparison of the ``vqhead`` grid (converged runs): each MOO method at its
+    default against the sum with lambda = 1, once the grid is complete (empty before)."""
+    from mtvae.profiles import get_profile
+    from mtvae.studies import settings as S
+
+    ev = S.vq_evidence(get_profile(profile), root).arms
+    d = ev[ev.role == "default"] if len(ev) else ev
+    cols = ["condition", "method", "seed", "test_accuracy", "test_distortion"]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    return d.assign(method=d.arm.replace({S.DEFAULT_SUM: "sum"}),
+                    condition="MNIST-5k")[cols].reset_index(drop=True)
+
+
 def settings_table(profile: str, device: str = "auto",
                    aux: Evidence | None = None) -> pd.DataFrame:
-    """One row per (setting, condition, MOO method): main-metric gain and secondary change."""
-    from mtvae.studies import hierarchical, multimodal, vq_compare, vqvaes
+    """One row per (setting, condition, MOO method): main-metric gain and secondary change, and
+    ``records``: the grid the row reads (``aux grid``, ``vqhead grid``) or ``chapter`` (the
+    chapter's own runs)."""
+    from mtvae.studies import hierarchical, multimodal
 
     parts = []
 
     def add(setting: str, df: pd.DataFrame, main: Metric, cost: Metric,
             by: Sequence[str] = (), method: str = "method",
-            pair: Sequence[str] = ("seed",)) -> None:
+            pair: Sequence[str] = ("seed",), records: str = "chapter") -> None:
         a = paired_comparison(df, main, by, method, pair=pair)
         b = paired_comparison(df, cost, by, method, pair=pair)
         a["condition"], b["condition"] = _condition(a, by), _condition(b, by)
@@ -87,23 +105,25 @@ def settings_table(profile: str, device: str = "auto",
             ["condition", "method", "cost_metric", "cost_gain"]]
         out = a.merge(b, on=["condition", "method"])
         out.insert(0, "setting", setting)
+        out["records"] = records
         parts.append(out)
 
     for setting, frame in aux_default_arms(profile, evidence=aux).groupby("setting",
                                                                           sort=False):
         add(setting, frame, Metric("test_head_acc", "head accuracy", True),
-            Metric("test_nelbo", "test −ELBO", False), by=("condition",))
+            Metric("test_nelbo", "test −ELBO", False), by=("condition",), records="aux grid")
     mm = multimodal.Study.create(profile, device).all_runs()
     add("multimodal", mm, Metric("cross_mean", "mean cross-modal coherence", True),
         Metric("ll_digit", "8×8 digit log-lik.", True), by=("fusion",))
     hr = hierarchical.Study.create(profile, device).moo_runs()
     add("hierarchical, rates as tasks", hr, Metric("nelbo", "test −ELBO", False),
         Metric("kl2", "top-layer rate R2 (nats)", True), by=("dataset",))
-    vq = vq_compare.multitask(vqvaes.Study.create(profile, device))
-    add("VQ-VAE + label head", vq.assign(c="MNIST-5k"),
-        Metric("test_accuracy", "label accuracy", True),
-        Metric("test_distortion", "distortion", False), by=("c",), method="combiner")
+    vq = vq_default_arms(profile)
+    if len(vq):
+        add("VQ-VAE + label head", vq, Metric("test_accuracy", "label accuracy", True),
+            Metric("test_distortion", "test distortion", False), by=("condition",),
+            records="vqhead grid")
     out = pd.concat(parts, ignore_index=True)
     out["verdict"] = out.apply(verdict, axis=1)
     return out[["setting", "condition", "method", "metric", "reference", "value", "gain", "sd",
-                "wins", "n", "cost_metric", "cost_gain", "verdict"]]
+                "wins", "n", "cost_metric", "cost_gain", "verdict", "records"]]

@@ -385,6 +385,25 @@ def mm_evidence(profile: Profile, root: str | Path | None = None,
                      cost_metric="test_nelbo")
 
 
+def book_primary(evidence: dict[str, Evidence]) -> pd.DataFrame:
+    """The book's declared primary family across the staged grids (``{grid: Evidence}``):
+    every tuned MOO method against the tuned sum at every complete setting, one row each
+    (``grid``, ``where``, ``arm``, ``gain``, ``low``, ``high``, ``wins``, ``n``, ``p_value``)
+    with ``p_holm`` and ``reject``: Holm over the whole family, not per grid."""
+    from mtvae.stats import holm_adjust
+
+    cols = ["grid", "where", "arm", "metric", "gain", "low", "high", "wins", "n", "p_value"]
+    parts = [ev.primary.assign(grid=g, metric=ev.task_metric) for g, ev in evidence.items()
+             if len(ev.primary)]
+    if not parts:
+        return pd.DataFrame(columns=[*cols, "p_holm", "reject"])
+    out = pd.concat(parts, ignore_index=True)[cols]
+    holm = holm_adjust({f"{r.arm} vs {TUNED_SUM} ({r.where}, {r.grid})": r.p_value
+                        for r in out.itertuples()})
+    out["p_holm"], out["reject"] = holm.p_holm.to_numpy(), holm.reject.to_numpy()
+    return out
+
+
 READABLE_SPAN = 3.0
 """Nats the sum's mean validation −ELBO must span over its weights for a method's position on
 the λ curve to be read from the −ELBO (a flat curve places every method anywhere)."""

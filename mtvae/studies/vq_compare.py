@@ -1,5 +1,6 @@
 """Chapter 2 comparisons: the VQ-VAE against the VAE at matched latent information, and a
-multitask VQ-VAE whose label head shares the code grid with the decoder.
+multitask VQ-VAE whose label head shares the code grid with the decoder (the ``vqhead`` grid,
+:func:`label_head`).
 
 *Matched information.* A VQ-VAE's rate is the code length of its code grid under its
 learned prior (bits per image); a VAE's rate is its KL, the bits-back code length of z.
@@ -29,9 +30,6 @@ from mtvae.studies.vqvaes import (
     _fit_info,
     classifier,
     score_images,
-    train_vq,
-    vq_config,
-    vq_metrics,
 )
 from mtvae.train import FitResult
 
@@ -117,48 +115,7 @@ def comparison(vq_rows: pd.DataFrame, vae_rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([vq[cols], vae_rows[cols]], ignore_index=True)
 
 
-# -- the multitask VQ-VAE -----------------------------------------------------------------
-def multitask(study: Study, monitor_every: int = 10) -> pd.DataFrame:
-    """VQ-VAEs with a label head on z_q, trained with each combiner of the profile.
-
-    Per run: reconstruction and code use (as for every VQ-VAE), the head's test accuracy,
-    and the gradient diagnostics at z_q (cosine between the two tasks' gradients; how often
-    the applied update increased a task's loss to first order).
-    """
-    s = study.s
-    data = study.mnist("dynamic")
-    rows = []
-    for combiner in s.mt_combiners:
-        for seed in s.mt_seeds:
-            cfg = vq_config(study, seed, epochs=s.mt_epochs, n_classes=10,
-                            combiner=combiner, monitor_every=monitor_every)
-
-            def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
-                model, res = train_vq(study, "multitask", cfg)
-                with torch.no_grad():
-                    logits = torch.cat([model.classify(b["x"]) for b in
-                                        data.test.batches(500)])
-                acc = float((logits.argmax(1) == data.test.y).float().mean())
-                diag = res.diagnostics or {}
-                cos = diag.get("mean_cosine") or [[math.nan, math.nan]] * 2
-                epochs = diag.get("epochs") or [{"norm": [math.nan] * 2,
-                                                 "overlooked": [math.nan] * 2}]
-                norms = [sum(e["norm"][t] for e in epochs) / len(epochs) for t in (0, 1)]
-                overlooked = [sum(e["overlooked"][t] for e in epochs) / len(epochs)
-                              for t in (0, 1)]
-                conflict = sum(e.get("conflicting_pairs", math.nan) for e in epochs) / len(epochs)
-                return vq_metrics(study, model, res, cfg["seed"]) | {
-                    "test_accuracy": acc, "task_cosine": float(cos[0][1]),
-                    "grad_norm_x": norms[0], "grad_norm_y": norms[1],
-                    "overlooked_x": overlooked[0], "overlooked_y": overlooked[1],
-                    "conflict_rate": conflict,
-                    "diagnostics": diag}
-
-            rec = study.run("multitask", cfg, compute)
-            rows.append({"combiner": combiner, "seed": seed, **rec["metrics"]})
-    return pd.DataFrame(rows)
-
-
+# -- the multitask VQ-VAE: the vqhead grid -----------------------------------------------
 def label_head(profile: Profile, root: str | Path | None = None, *, run: bool = False,
                device: str = "auto") -> Evidence:
     """The ``vqhead`` grid (the reference VQ-VAE with a label head on z_q: the sum with its
