@@ -65,6 +65,10 @@ def _grid_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     grid.add_argument("--dry-run", action="store_true",
                       help="list the runs and which are done, failed or pending")
     grid.add_argument("--retry-failed", action="store_true", help="rerun the failed runs")
+    grid.add_argument("--raise-cap", action="store_true",
+                      help="the profile raised the grid's epoch cap: carry the records that "
+                      "patience stopped under the old cap over to the new one and move the "
+                      "others to superseded/ (run the grid afterwards)")
     grid.add_argument("--results", default=None, help="results root (default ./results)")
     stacking = grid.add_mutually_exclusive_group()
     stacking.add_argument("--stack", type=int, default=None, metavar="S",
@@ -98,6 +102,11 @@ def _run_grid(args: argparse.Namespace) -> None:
     from mtvae.experiments.runner import parse_shard, parse_where, run_staged
 
     spec = get_grid(args.name, args.profile, args.results)
+    if args.raise_cap:
+        from mtvae.experiments.carry import raise_cap
+
+        print(raise_cap(lambda: get_grid(args.name, args.profile, args.results), args.results))
+        return
     if args.dry_run:
         table = plan(spec, args.results)
         where, shard = parse_where(args.where), parse_shard(args.shard)

@@ -168,26 +168,6 @@ class MultimodalStudy:
     loglik_samples: int = 10
 
 
-@dataclass(frozen=True)
-class HierStudy:
-    """Settings of Chapter 3, "Hierarchical VAEs and per-layer rates"."""
-
-    datasets: tuple[str, ...] = ("mnist5k", "shapes")
-    z1_dim: int = 16
-    z2_dim: int = 8
-    hidden: tuple[int, ...] = (256, 128)
-    batch_size: int = 100
-    lr: float = 2e-3
-    epochs: int = 20
-    patience: int = 5
-    train_size: int | None = None  # MNIST-5k training images (None: all 4000)
-    shapes_n: int = 6000  # shapes rendered (split 2/3 : 1/6 : 1/6)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    betas1: tuple[float, ...] = (0.25, 1.0, 4.0)
-    betas2: tuple[float, ...] = (0.25, 1.0, 4.0)
-    moo_methods: tuple[str, ...] = ("pcgrad",)  # rates as MOO tasks, at beta1 = beta2 = 1
-
-
 LOG_WEIGHTS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 TUNED_CRMOGM = (0.0, 0.25, 0.5, 0.75, 0.9)
 
@@ -255,7 +235,9 @@ class MultimodalGrid:
     default_label_weight: float = 1.0
     crmogm: tuple[float, ...] = TUNED_CRMOGM
     select_on: str = "val_cross_mean"
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # the costliest setting: 5 seeds, 2 to tune
+    # 10 evaluation seeds although it is the costliest setting: with 5 the two-sided
+    # signed-rank test cannot reach p < 0.0625 (2 / 2**5); 2 seeds to tune
+    seeds: tuple[int, ...] = tuple(range(10))
     tuning_seeds: tuple[int, ...] = (100, 101)
     latent_dim: int = 20
     hidden: int = 256
@@ -347,7 +329,6 @@ class Profile:
     grid: GridStudy = field(default_factory=GridStudy)
     tables: TablesStudy = field(default_factory=TablesStudy)
     multimodal: MultimodalStudy = field(default_factory=MultimodalStudy)
-    hier: HierStudy = field(default_factory=HierStudy)
     aux_grid: AuxGrid = field(default_factory=AuxGrid)
     mm_grid: MultimodalGrid = field(default_factory=MultimodalGrid)
     cvae_grid: CvaeGrid = field(default_factory=CvaeGrid)
@@ -389,8 +370,6 @@ PROFILES: dict[str, Profile] = {
                                    fusions=("poe", "mopoe"), methods=("sum", "imtl-g"),
                                    digit_classifier_epochs=3, n_samples=200,
                                    loglik_samples=2),
-        hier=HierStudy(hidden=(128, 64), epochs=2, patience=2, train_size=500, shapes_n=900,
-                       seeds=(0,), betas1=(1.0, 4.0), betas2=(1.0, 4.0)),
         aux_grid=AuxGrid(label_fractions=(1.0, 0.1), families=("sum", "pcgrad"),
                          label_weights=(1.0, 100.0), crmogm=(0.0, 0.5), seeds=(0, 1),
                          tuning_seeds=(100,), hidden=(64, 32), epochs=2, patience=1,
@@ -400,8 +379,8 @@ PROFILES: dict[str, Profile] = {
                                label_weights=(1.0, 25.0), crmogm=(0.0, 0.5), seeds=(0, 1),
                                tuning_seeds=(100,), hidden=64, epochs=2, patience=1,
                                train_size=500, n_samples=100, loglik_samples=1),
-        hier_grid=HierGrid(datasets=("mnist5k",), betas1=(0.3, 3.0), betas2=(1.0,),
-                           moo_methods=("pcgrad",), seeds=(0,), moo_seeds=(0, 1),
+        hier_grid=HierGrid(betas1=(1.0, 4.0), betas2=(1.0, 4.0),
+                           moo_methods=("pcgrad",), seeds=(0, 1), moo_seeds=(0, 1),
                            hidden=(64, 32), epochs=2,
                            patience=1, train_size=500, shapes_n=600),
         vq_grid=VQHeadGrid(families=("sum", "pcgrad"), label_weights=(1.0, 100.0),

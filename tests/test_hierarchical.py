@@ -13,10 +13,14 @@ from mtvae.errors import MTVAEError
 from mtvae.models import HierarchicalVAE
 from mtvae.models.hierarchical import kl_normal
 from mtvae.studies.hierarchical import (
+    SUM_AT_ONE,
+    SUM_CHOSEN,
     add_probe_means,
+    chosen_cell,
+    grid_frame,
     layer_accuracy,
     layer_factors,
-    runs_frame,
+    rates_as_tasks,
     variance_explained,
 )
 from mtvae.terms import Terms
@@ -191,13 +195,15 @@ def test_variance_explained_finds_the_features_that_drive_a_score():
 
 def test_run_table_helpers_keep_each_dataset_to_its_own_targets():
     def record(ds, probes):
-        return {"config": {"dataset": ds, "beta1": 1.0, "beta2": 1.0, "seed": 0, "method": "sum"},
-                "metrics": {"distortion": 90.0, "kl1": 5.0, "kl2": 2.0, "rate": 7.0,
-                            "nelbo": 97.0, "active_z1": 3, "active_z2": 1, "epochs_run": 2,
-                            "probe": {layer: probes for layer in ("z1", "z2", "both")}}}
+        parts = {"distortion": 90.0, "kl1": 5.0, "kl2": 2.0, "rate": 7.0, "nelbo": 97.0}
+        return {"status": "ok", "dataset": ds, "beta1": 1.0, "beta2": 1.0, "seed": 0,
+                "method": "sum", **{f"test_{k}": v for k, v in parts.items()},
+                "val_nelbo": 98.0, "active_z1": 3, "active_z2": 1, "epochs_run": 2,
+                "best_epoch": 2, "stopped_early": True, "epoch_cap": 9,
+                "probe": {layer: probes for layer in ("z1", "z2", "both")}}
 
-    runs = runs_frame([record("mnist5k", {"digit": 0.8}),
-                       record("shapes", {"shape": 0.5, "x": 0.9})])
+    runs = grid_frame(pd.DataFrame([record("mnist5k", {"digit": 0.8}),
+                                    record("shapes", {"shape": 0.5, "x": 0.9})]))
     runs = add_probe_means(runs)
     assert runs.probe_z1.tolist() == [0.8, pytest.approx(0.7)]
     lf = layer_factors(runs, "shapes")
@@ -229,3 +235,63 @@ def test_the_hier_grid_reads_as_the_section_frames_only_once_complete(tmp_path, 
     assert np.allclose(betas.rate, betas.kl1 + betas.kl2)
     assert np.allclose(betas.nelbo, betas.distortion + betas.rate)
     assert (betas.epoch_cap == s.epochs).all()
+
+
+def _hier_runs(seed_noise=0.1):
+    """A fake hier grid: two cells per dataset for the sum (cell (1, 4) best on validation
+    but not on test), and beta = 1 runs of the sum and of ``pcgrad`` (1 nat worse)."""
+    rows = []
+    for ds in ("mnist5k", "shapes"):
+        for seed in range(6):
+            for b2, val, test in ((1.0, 100.0, 100.0), (4.0, 99.0, 101.0)):
+                rows.append({"dataset": ds, "beta1": 1.0, "beta2": b2, "seed": seed,
+                             "method": "sum", "val_nelbo": val + seed_noise * seed,
+                             "nelbo": test + seed_noise * seed, "kl1": 5.0, "kl2": b2,
+                             "distortion": test - 5.0 - b2})
+            rows.append({"dataset": ds, "beta1": 1.0, "beta2": 1.0, "seed": seed,
+                         "method": "pcgrad", "val_nelbo": 101.0, "nelbo": 101.0 + 0.01 * seed,
+                         "kl1": 4.0, "kl2": 0.5, "distortion": 96.5})
+    runs = pd.DataFrame(rows)
+    betas = runs[runs.method == "sum"]
+    at_one = runs[(runs.beta1 == 1.0) & (runs.beta2 == 1.0)]
+    return betas, at_one
+
+
+def test_the_sums_beta_cell_is_chosen_on_validation_not_on_test():
+    betas, _ = _hier_runs()
+    chosen = chosen_cell(betas)
+    assert set(chosen.dataset) == {"mnist5k", "shapes"}
+    assert (chosen.beta2 == 4.0).all()  # best validation, although worse on test
+    flipped = betas.assign(nelbo=betas.val_nelbo, val_nelbo=betas.nelbo)
+    assert (chosen_cell(flipped).beta2 == 1.0).all()
+
+
+def test_rates_as_tasks_pairs_by_seed_and_holm_adjusts_the_primary_family_only():
+    from mtvae.stats import holm_adjust
+
+    betas, at_one = _hier_runs()
+    out = rates_as_tasks(betas, at_one, ("pcgrad",))
+    g = out["gains"]
+    prim = g[(g.reference == SUM_AT_ONE) & (g.arm == "pcgrad")]
+    assert len(prim) == 2 and (prim.n == 6).all()
+    assert np.allclose(prim.gain, -np.mean([1.0 + 0.01 * s - 0.1 * s for s in range(6)]))
+    assert g[g.p_holm.notna()].index.equals(prim.index)
+    assert np.allclose(prim.p_holm, holm_adjust(dict(enumerate(prim.p_value))).p_holm)
+    # against the sum tuned on validation (beta2 = 4: 1 nat worse on test than the ELBO)
+    vs_tuned = g[(g.reference == SUM_CHOSEN) & (g.arm == "pcgrad")]
+    assert np.allclose(vs_tuned.gain, np.mean([0.09 * s for s in range(6)]))
+    tuned = g[(g.arm == SUM_CHOSEN) & (g.reference == SUM_AT_ONE)]
+    assert np.allclose(tuned.gain, -1.0)
+    assert out["rates"].set_index(["dataset", "arm"]).loc[("shapes", "pcgrad"), "kl2"] == 0.5
+
+
+def test_the_rates_primaries_join_the_books_family_under_their_own_metric():
+    from mtvae.studies.hierarchical import primary_rows
+    from mtvae.studies.settings import book_primary
+
+    betas, at_one = _hier_runs()
+    rows = primary_rows(rates_as_tasks(betas, at_one, ("pcgrad",))["gains"])
+    assert list(rows["where"]) == ["hierarchical, MNIST-5k", "hierarchical, shapes"]
+    book = book_primary({"hier": rows})
+    assert set(book.metric) == {"test_nelbo"} and set(book.grid) == {"hier"}
+    assert np.allclose(book.p_holm, rows.p_holm)  # the same family: the same adjustment

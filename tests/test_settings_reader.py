@@ -249,7 +249,7 @@ def test_the_book_primary_family_is_holm_over_every_grid_not_per_grid(tmp_path):
     _fill_vq(tmp_path)
     _fill(tmp_path, _metrics)
     ev = {"aux": S.aux_evidence(SMOKE, tmp_path), "vqhead": S.vq_evidence(SMOKE, tmp_path)}
-    book = S.book_primary(ev)
+    book = S.book_primary({g: S.primary_rows(e) for g, e in ev.items()})
     n_aux, n_vq = len(ev["aux"].primary), len(ev["vqhead"].primary)
     assert n_aux and n_vq and len(book) == n_aux + n_vq
     assert list(book.grid).count("vqhead") == n_vq
@@ -258,7 +258,8 @@ def test_the_book_primary_family_is_holm_over_every_grid_not_per_grid(tmp_path):
     # a larger family can only raise a comparison's adjusted p
     vq = book[book.grid == "vqhead"].p_holm.to_numpy()
     assert (vq >= ev["vqhead"].primary.p_holm.to_numpy() - 1e-12).all()
-    assert S.book_primary({"aux": S.aux_evidence(SMOKE, tmp_path / "none")}).empty
+    assert set(book.metric) == {"test_head_acc", "test_accuracy"}
+    assert S.book_primary({"aux": S.primary_rows(S.aux_evidence(SMOKE, tmp_path / "none"))}).empty
 
 
 def test_the_overview_reads_the_vq_head_defaults_only_from_a_complete_grid(tmp_path):

@@ -7,14 +7,14 @@ each layer in nats, the negative ELBO, the active units of each layer and the ac
 linear probes on each layer's posterior means (MNIST-5k: the digit; shapes: each of the
 five generative factors). :func:`variance_explained` then asks how much of the variation of
 a downstream score across the grid the two rates explain, compared with the two betas.
-Every run goes through :func:`mtvae.results.cached_run`.
+The runs are the ``hier`` grid's (:func:`grid_runs`); :func:`rates_as_tasks` compares the
+rates as MOO tasks with the plain sum.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,108 +24,24 @@ from mtvae.data import Dataset, Split
 from mtvae.errors import MTVAEError
 from mtvae.models import HierarchicalVAE
 from mtvae.models.hierarchical import Codes
-from mtvae.probes import linear_probe
-from mtvae.profiles import HierStudy, Profile
-from mtvae.results import cache_dir, cached_run, run_id
-from mtvae.studies.base import ChapterStudy, binarized_images
-from mtvae.train import fit
+from mtvae.profiles import Profile
+from mtvae.studies.base import binarized_images
 
 LAYERS = ("z1", "z2", "both")
 ACTIVE_THRESHOLD = 0.01  # Var_x(E[z_d | x]) above it: an active unit (Burda et al. 2016)
 
 
-class Study(ChapterStudy):
-    """Shared context of the section's runs."""
+def hier_data(profile: Profile, name: str) -> Dataset:
+    """The ``hier`` grid's MNIST-5k or shapes, dynamically binarised (Bernoulli likelihood)."""
+    s = profile.hier_grid
+    return binarized_images(name, s.train_size, s.shapes_n)
 
-    chapter = "03"
 
-    @property
-    def s(self) -> HierStudy:
-        return self.profile.hier
-
-    def data(self, name: str) -> Dataset:
-        """MNIST-5k or shapes, dynamically binarised (Bernoulli likelihood)."""
-        if name not in self._data:
-            self._data[name] = binarized_images(name, self.s.train_size, self.s.shapes_n)
-        return self._data[name]
-
-    def targets(self, name: str) -> tuple[str, ...]:
-        """What the probes predict: the digit, or each generative factor of shapes."""
-        info = self.data(name).info
-        return tuple(info["factor_names"]) if "factor_names" in info else ("digit",)
-
-    def labels(self, name: str, split: str) -> dict[str, torch.Tensor]:
-        return labels_of(self.data(name), split)
-
-    def chance(self, name: str) -> dict[str, float]:
-        """Accuracy of always predicting the training split's most frequent class."""
-        train, test = self.labels(name, "train"), self.labels(name, "test")
-        return {t: float((test[t] == torch.mode(train[t]).values).float().mean())
-                for t in train}
-
-    def config(self, dataset: str, beta1: float, beta2: float, seed: int,
-               method: str = "sum") -> dict[str, Any]:
-        s = self.s
-        return {"dataset": dataset, "beta1": float(beta1), "beta2": float(beta2),
-                "seed": seed, "method": method, "z1_dim": s.z1_dim, "z2_dim": s.z2_dim,
-                "hidden": list(s.hidden), "batch_size": s.batch_size, "lr": s.lr,
-                "epochs": s.epochs, "patience": s.patience, "train_size": s.train_size,
-                "shapes_n": s.shapes_n, "likelihood": "bernoulli", "binarize": "dynamic",
-                "device": self.device}
-
-    def run(self, dataset: str, beta1: float, beta2: float, seed: int,
-            method: str = "sum") -> dict[str, Any]:
-        """Train (or load) one hierarchical VAE and score it on the test split.
-
-        ``method`` other than ``"sum"`` trains with the rates as MOO tasks.
-        """
-        cfg = self.config(dataset, beta1, beta2, seed, method)
-        return cached_run(self.grid, "hier", cfg, lambda: self._compute(cfg),
-                          device=self.device)
-
-    def model(self, cfg: dict[str, Any]) -> HierarchicalVAE:
-        data = self.data(cfg["dataset"])
-        return HierarchicalVAE(data.x_shape, cfg["z1_dim"], cfg["z2_dim"],
-                               hidden=tuple(cfg["hidden"]), beta1=cfg["beta1"],
-                               beta2=cfg["beta2"], likelihood=cfg["likelihood"],
-                               rate_tasks=cfg["method"] != "sum")
-
-    def _compute(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        data = self.data(cfg["dataset"])
-        torch.manual_seed(cfg["seed"])
-        model = self.model(cfg)
-        ckpt = cache_dir() / self.grid / f"{run_id('hier', cfg)}.pt"
-        tag = f"β1={cfg['beta1']:g} β2={cfg['beta2']:g}"
-        result = fit(model, data, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                     lr=cfg["lr"], patience=cfg["patience"], seed=cfg["seed"],
-                     device=self.device, combiner=cfg["method"], checkpoint=ckpt,
-                     progress=self.progress,
-                     desc=f"{cfg['dataset']} {tag} {cfg['method']} seed={cfg['seed']}")
-        model.cpu().eval()
-        parts = _test_parts(model, data)
-        train_codes, test_codes = _codes(model, data.train.x), _codes(model, data.test.x)
-        y_train, y_test = self.labels(cfg["dataset"], "train"), self.labels(cfg["dataset"], "test")
-        probes = {layer: {t: linear_probe(train_codes[layer], y_train[t], test_codes[layer],
-                                          y_test[t]) for t in y_train} for layer in LAYERS}
-        return {**parts,
-                "active_z1": int((test_codes["z1"].var(0) > ACTIVE_THRESHOLD).sum()),
-                "active_z2": int((test_codes["z2"].var(0) > ACTIVE_THRESHOLD).sum()),
-                "probe": probes, "epochs_run": result.epochs_run,
-                "best_epoch": result.best_epoch, "best_val_loss": result.best_val,
-                "train_seconds": result.seconds}
-
-    def grid_runs(self) -> pd.DataFrame:
-        """Every (dataset, beta1, beta2, seed) of the grid, trained with the plain sum."""
-        s = self.s
-        return runs_frame([self.run(ds, b1, b2, seed) for ds in s.datasets for b1 in s.betas1
-                           for b2 in s.betas2 for seed in s.seeds])
-
-    def moo_runs(self) -> pd.DataFrame:
-        """beta1 = beta2 = 1 trained with the plain sum and with each MOO method (rates as
-        tasks), per dataset and seed."""
-        s = self.s
-        return runs_frame([self.run(ds, 1.0, 1.0, seed, m) for ds in s.datasets
-                           for m in ("sum", *s.moo_methods) for seed in s.seeds])
+def chance(data: Dataset) -> dict[str, float]:
+    """Per probe target: the test accuracy of always predicting the training split's most
+    frequent class."""
+    train, test = labels_of(data, "train"), labels_of(data, "test")
+    return {t: float((test[t] == torch.mode(train[t]).values).float().mean()) for t in train}
 
 
 def labels_of(data: Dataset, split: str) -> dict[str, torch.Tensor]:
@@ -135,12 +51,6 @@ def labels_of(data: Dataset, split: str) -> dict[str, torch.Tensor]:
         return {t: part.tensors["factors"][:, j]
                 for j, t in enumerate(data.info["factor_names"])}  # type: ignore[arg-type]
     return {"digit": part.y}
-
-
-@torch.no_grad()
-def _test_parts(model: HierarchicalVAE, data: Dataset) -> dict[str, float]:
-    """Mean test distortion, rate per layer and negative ELBO in nats (one sample, seed 0)."""
-    return split_parts(model, data.test)
 
 
 @torch.no_grad()
@@ -161,20 +71,6 @@ def _codes(model: HierarchicalVAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
     codes: list[Codes] = [model.encode(b) for b in x.split(500)]
     z1, z2 = torch.cat([c.z1 for c in codes]), torch.cat([c.z2 for c in codes])
     return {"z1": z1, "z2": z2, "both": torch.cat([z1, z2], dim=1)}
-
-
-def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run: config, test metrics and one ``acc_<layer>_<target>`` per probe."""
-    rows = []
-    for rec in records:
-        cfg, m = rec["config"], rec["metrics"]
-        row = {k: cfg[k] for k in ("dataset", "beta1", "beta2", "seed", "method")}
-        row |= {k: m[k] for k in ("distortion", "kl1", "kl2", "rate", "nelbo", "active_z1",
-                                  "active_z2", "epochs_run")}
-        row |= {f"acc_{layer}_{t}": a for layer, accs in m["probe"].items()
-                for t, a in accs.items()}
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def add_probe_means(runs: pd.DataFrame) -> pd.DataFrame:
@@ -310,3 +206,71 @@ def grid_runs(profile: Profile, root: str | Path | None = None, *, run: bool = F
                  & runs.seed.isin(s.seeds)]
     return (betas.drop_duplicates(["dataset", "beta1", "beta2", "seed"]).reset_index(drop=True),
             runs[at_one].drop_duplicates(["dataset", "method", "seed"]).reset_index(drop=True))
+
+
+SUM_AT_ONE = "sum (β1 = β2 = 1)"
+SUM_CHOSEN = "sum (β chosen)"
+
+
+def chosen_cell(betas: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: the (beta1, beta2) cell of the sum's grid with the lowest mean VALIDATION
+    −ELBO over seeds (the sum tuned on validation; the test numbers are not looked at)."""
+    means = betas.groupby(["dataset", "beta1", "beta2"], sort=False).val_nelbo.mean()
+    best = means.groupby(level="dataset", sort=False).idxmin()
+    return pd.DataFrame([{"dataset": ds, "beta1": b1, "beta2": b2,
+                          "val_nelbo": float(means[(ds, b1, b2)])}
+                         for ds, (_, b1, b2) in best.items()])
+
+
+def rates_as_tasks(betas: pd.DataFrame, at_one: pd.DataFrame, methods: tuple[str, ...]
+                   ) -> dict[str, pd.DataFrame]:
+    """The rates as MOO tasks against the plain sum, paired by seed, on test −ELBO.
+
+    ``betas`` and ``at_one``: :func:`grid_runs`. Arms: :data:`SUM_AT_ONE` (the ELBO), each
+    MOO method at beta1 = beta2 = 1, and :data:`SUM_CHOSEN` (the sum at
+    :func:`chosen_cell`, on the grid's seeds). Returns ``gains`` (one row per pair and
+    dataset, :func:`mtvae.studies.settings.tested_gains`; ``p_holm``: Holm over the primary
+    family, each method against the ELBO on every dataset, NaN for the others), ``rates``
+    (mean test R1, R2, D and −ELBO per arm) and ``chosen`` (the chosen cells)."""
+    from mtvae.stats import holm_adjust
+    from mtvae.studies.settings import tested_gains
+
+    chosen = chosen_cell(betas)
+    picked = betas.merge(chosen[["dataset", "beta1", "beta2"]], on=["dataset", "beta1", "beta2"])
+    frame = pd.concat([at_one.assign(arm=at_one.method.replace({"sum": SUM_AT_ONE})),
+                       picked.assign(arm=SUM_CHOSEN)], ignore_index=True)
+    primary = [(m, SUM_AT_ONE) for m in methods]
+    secondary = [(m, SUM_CHOSEN) for m in methods] + [(SUM_CHOSEN, SUM_AT_ONE)]
+    gains = tested_gains(frame, "nelbo", higher_is_better=False, pairs=[*primary, *secondary],
+                         by=("dataset",))
+    is_primary = gains.reference.eq(SUM_AT_ONE) & gains.arm.isin(methods)
+    gains["p_holm"] = np.nan
+    if is_primary.any():
+        holm = holm_adjust({f"{r.arm} vs {r.reference} ({r.dataset})": r.p_value
+                            for r in gains[is_primary].itertuples()})
+        gains.loc[is_primary, "p_holm"] = holm.p_holm.to_numpy()
+    rates = (frame.groupby(["dataset", "arm"], sort=False)[["kl1", "kl2", "distortion", "nelbo"]]
+             .mean().reset_index())
+    return {"gains": gains, "rates": rates, "chosen": chosen}
+
+
+DATASET_NAMES = {"mnist5k": "MNIST-5k", "shapes": "shapes"}
+
+
+def primary_rows(gains: pd.DataFrame) -> pd.DataFrame:
+    """The primary comparisons of :func:`rates_as_tasks` (each method against the ELBO) for
+    :func:`mtvae.studies.settings.book_primary`: ``where`` names the dataset."""
+    prim = gains[gains.p_holm.notna()]
+    return prim.assign(where=[f"hierarchical, {DATASET_NAMES.get(d, d)}" for d in prim.dataset],
+                       metric="test_nelbo")
+
+
+def grid_primary(profile: Profile, root: str | Path | None = None) -> pd.DataFrame:
+    """:func:`primary_rows` of the ``hier`` grid once it is complete; empty before."""
+    try:
+        betas, at_one = grid_runs(profile, root)
+    except MTVAEError:  # not complete: nothing is reported
+        return pd.DataFrame(columns=["where", "arm", "metric", "gain", "low", "high", "wins",
+                                     "n", "p_value"])
+    return primary_rows(rates_as_tasks(betas, at_one, tuple(profile.hier_grid.moo_methods))
+                        ["gains"])

@@ -274,7 +274,7 @@ def _hier_models(s: Any) -> dict[str, nn.Module]:
 # studies train the heterogeneous VAE on their own tables.
 MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "vae": _vae_models, "vq": _vq_models, "grid": _hetero_models,
-    "aux_grid": _aux_models, "multimodal": _multimodal_models, "hier": _hier_models,
+    "aux_grid": _aux_models, "multimodal": _multimodal_models, "hier_grid": _hier_models,
     "tables": _hetero_models,
 }
 

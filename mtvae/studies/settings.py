@@ -385,21 +385,25 @@ def mm_evidence(profile: Profile, root: str | Path | None = None,
                      cost_metric="test_nelbo")
 
 
-def book_primary(evidence: dict[str, Evidence]) -> pd.DataFrame:
-    """The book's declared primary family across the staged grids (``{grid: Evidence}``):
-    every tuned MOO method against the tuned sum at every complete setting, one row each
-    (``grid``, ``where``, ``arm``, ``gain``, ``low``, ``high``, ``wins``, ``n``, ``p_value``)
-    with ``p_holm`` and ``reject``: Holm over the whole family, not per grid."""
+def primary_rows(ev: Evidence) -> pd.DataFrame:
+    """``ev``'s primary comparisons with the metric they are on, for :func:`book_primary`."""
+    return ev.primary.assign(metric=ev.task_metric)
+
+
+def book_primary(families: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The book's declared primary family across the grids: ``{grid: rows}``, each row one
+    primary comparison (``where``, ``arm``, ``metric``, ``gain``, ``low``, ``high``, ``wins``,
+    ``n``, ``p_value``; :func:`primary_rows` of an :class:`Evidence`, or
+    :func:`mtvae.studies.hierarchical.primary_rows`). Adds ``grid``, ``p_holm`` and
+    ``reject``: Holm over the whole family, not per grid."""
     from mtvae.stats import holm_adjust
 
     cols = ["grid", "where", "arm", "metric", "gain", "low", "high", "wins", "n", "p_value"]
-    parts = [ev.primary.assign(grid=g, metric=ev.task_metric) for g, ev in evidence.items()
-             if len(ev.primary)]
+    parts = [rows.assign(grid=g) for g, rows in families.items() if len(rows)]
     if not parts:
         return pd.DataFrame(columns=[*cols, "p_holm", "reject"])
     out = pd.concat(parts, ignore_index=True)[cols]
-    holm = holm_adjust({f"{r.arm} vs {TUNED_SUM} ({r.where}, {r.grid})": r.p_value
-                        for r in out.itertuples()})
+    holm = holm_adjust({f"{r.arm} ({r.where}, {r.grid})": r.p_value for r in out.itertuples()})
     out["p_holm"], out["reject"] = holm.p_holm.to_numpy(), holm.reject.to_numpy()
     return out
 

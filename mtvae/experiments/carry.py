@@ -1,0 +1,128 @@
+"""Raising a grid's epoch cap without rerunning what patience already stopped.
+
+Training reads its cap (``epochs``) only to stop: a run that patience stopped at epoch
+``e`` before a cap ``C`` is, epoch for epoch, the run with any larger cap (the optimiser,
+the data order and the stopping rule never see the cap). So when a profile raises a grid's
+cap, :func:`raise_cap` re-labels each such record as the run with the new cap (the config's
+``epochs`` and the metric ``epoch_cap`` change; ``carried_from`` keeps the old id and cap),
+and moves every other record at an old cap — a run the cap stopped, a failed one, or one of a
+configuration the new tuning no longer chooses — to ``superseded/`` beside the records, where
+no reader looks. What the cap stopped runs again, at the new cap, on the next ``grid`` call.
+
+A record is written before its predecessor moves, so an interrupted call leaves at most a
+record to supersede, which the next call does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtvae.errors import MTVAEError
+from mtvae.experiments.spec import GridSpec
+from mtvae.results import read_record, results_dir, run_id, write_record
+
+SUPERSEDED = "superseded"
+
+
+@dataclass
+class CapRaise:
+    """What :func:`raise_cap` did: records re-labelled to the new cap (``carried``) and
+    records moved to ``superseded/`` (``superseded``: their runs are pending again)."""
+
+    grid: str
+    cap: int
+    carried: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"grid {self.grid}: cap {self.cap} epochs: {len(self.carried)} records stopped "
+                f"by patience carried over, {len(self.superseded)} moved to {SUPERSEDED}/ "
+                "(their runs are pending at the new cap)")
+
+
+def _key(kind: str, config: dict[str, Any]) -> str:
+    return json.dumps([kind, {k: v for k, v in config.items() if k != "epochs"}],
+                      sort_keys=True, default=str)
+
+
+def _cap(spec: GridSpec) -> int:
+    caps = {r.config.get("epochs") for r in spec.runs()}
+    if len(caps) != 1 or not isinstance(next(iter(caps)), int):
+        raise MTVAEError(f"grid {spec.name} has runs with caps {sorted(map(str, caps))}; "
+                         "raise_cap needs one integer cap (`epochs`) for the whole grid")
+    return int(next(iter(caps)))
+
+
+def carries(record: dict[str, Any], cap: int) -> bool:
+    """Whether ``record`` is also the run with the larger ``cap``: ok, stopped by patience
+    before its own cap (a run the cap stopped, or one stopped at the cap itself, is not)."""
+    m, old = record.get("metrics", {}), record["config"].get("epochs")
+    return (record.get("status") != "failed" and isinstance(old, int) and old < cap
+            and bool(m.get("stopped_early")) and int(m.get("epochs_run", old)) < old)
+
+
+def _supersede(path: Path, out: CapRaise) -> None:
+    target = path.parent / SUPERSEDED / path.name
+    target.parent.mkdir(exist_ok=True)
+    path.replace(target)
+    out.superseded.append(path.stem)
+
+
+def raise_cap(build: Callable[[], GridSpec], root: str | Path | None = None) -> CapRaise:
+    """Carry the records of ``build()``'s grid over to its (raised) cap; see the module.
+
+    ``build`` is called again after each pass, since a staged grid plans its evaluation
+    runs only once its tuning runs are recorded at the new cap. Records at the grid's cap
+    are left alone; records at a larger cap raise an :class:`MTVAEError` (lowering a cap
+    would need a rerun)."""
+    from mtvae.experiments.claims import describe, holder
+
+    spec = build()
+    cap = _cap(spec)
+    folder = (Path(root) if root is not None else results_dir()) / spec.name
+    for claim in folder.glob("*.claim"):
+        held = holder(claim.with_suffix(".json"))
+        if held is not None:
+            raise MTVAEError(f"{describe(held)} is running {claim.stem} of {spec.name}; stop "
+                             "the grid's processes before raising its cap")
+    out = CapRaise(spec.name, cap)
+    while True:
+        records = {p: read_record(p) for p in sorted(folder.glob("*.json"))}
+        old = {p: r for p, r in records.items() if r["config"].get("epochs") != cap}
+        higher = [p.stem for p, r in old.items()
+                  if isinstance(r["config"].get("epochs"), int) and r["config"]["epochs"] > cap]
+        if higher:
+            raise MTVAEError(f"{len(higher)} records of {spec.name} have a cap above {cap} "
+                             f"epochs (e.g. {higher[0]}); lowering a cap needs a rerun, not "
+                             "raise_cap")
+        by_key = {_key(r["name"], r["config"]): p for p, r in old.items()}
+        moved = 0
+        for run in spec.runs():
+            path = folder / f"{run.id}.json"
+            source = by_key.get(_key(run.kind, dict(run.config)))
+            if path.exists() or source is None:
+                continue
+            rec = old.pop(source)
+            if carries(rec, cap):
+                was = {"id": rec["id"], "epoch_cap": rec["config"]["epochs"]}
+                rec["config"] = dict(run.config)
+                rec["id"] = run_id(run.kind, rec["config"])
+                rec["metrics"] = {**rec["metrics"], "epoch_cap": cap}
+                rec["carried_from"] = was
+                write_record(path, rec)
+                out.carried.append(run.id)
+                source.unlink()
+            else:
+                _supersede(source, out)
+            moved += 1
+        if not moved:
+            break
+        spec = build()
+    for path in old:  # at an old cap and no longer planned (e.g. a configuration not chosen)
+        if path.exists():
+            _supersede(path, out)
+    return out
