@@ -75,6 +75,10 @@ def test_raising_a_cap_carries_the_stopped_records_and_supersedes_the_rest(tmp_p
     assert rec["config"]["epochs"] == 20 and rec["metrics"]["epoch_cap"] == 20
     assert rec["metrics"]["acc"] == 0.7 and rec["metrics"]["epochs_run"] == 6
     assert rec["carried_from"] == {"id": stopped, "epoch_cap": 10}
+    from mtvae.experiments import load_results
+
+    loaded = load_results(new, tmp_path)
+    assert loaded.set_index("id").carried_from_cap[out.carried[0]] == 10
     moved = {p.stem for p in (tmp_path / new.name / SUPERSEDED).glob("*.json")}
     assert {capped, orphan} <= moved and stopped not in moved
     assert not (tmp_path / new.name / f"{stopped}.json").exists()

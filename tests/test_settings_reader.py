@@ -275,3 +275,17 @@ def test_the_overview_reads_the_vq_head_defaults_only_from_a_complete_grid(tmp_p
     assert (default_sum.label_weight == SMOKE.vq_grid.default_label_weight).all()
     got = arms[arms.method == "sum"].set_index("seed").test_accuracy.sort_index()
     assert np.allclose(got, default_sum.set_index("seed").test_accuracy.sort_index())
+
+
+def test_chapter_readers_refuse_a_partial_grid_and_name_the_command(tmp_path):
+    from mtvae.studies.multimodal import grid_evidence
+    from mtvae.studies.vq_compare import label_head
+
+    with pytest.raises(MTVAEError, match=r"multimodal-smoke grid is not complete \(0 of .*"
+                                          r"mtvae grid multimodal --profile smoke"):
+        grid_evidence(SMOKE, tmp_path)
+    _fill_vq(tmp_path, skip_last=True)
+    with pytest.raises(MTVAEError, match=r"vqhead-smoke grid is not complete"):
+        label_head(SMOKE, tmp_path)
+    _fill_vq(tmp_path)
+    assert label_head(SMOKE, tmp_path).status.complete.all()

@@ -403,5 +403,7 @@ def load_results(grid: str | GridSpec, root: str | Path | None = None,
                "seconds": rec["timings"]["seconds"], "device": rec["device"],
                **rec["config"], **rec.get("metrics", {})}
         row |= {f"error_{k}": v for k, v in rec.get("error", {}).items()}
+        if "carried_from" in rec:  # stopped by patience under a lower cap (experiments.carry)
+            row["carried_from_cap"] = rec["carried_from"]["epoch_cap"]
         rows.append(row)
     return pd.DataFrame(rows)

@@ -430,3 +430,16 @@ def beta(config: dict[str, Any], device: str) -> dict[str, Any]:
 def beta_stacked(configs: list[dict[str, Any]], device: str
                  ) -> list[dict[str, Any] | BaseException]:
     return _stacked("beta", BETA_KEYS, _beta_build, _beta_score, configs, device)
+
+
+def mm_model(config: dict[str, Any], device: str = "cpu") -> MultimodalVAE:
+    """The trained model of the ``multimodal`` grid's run ``config``, for a chapter's
+    figure: trained as the grid trained it (same seed, weight and method), with a checkpoint
+    that is kept (``<id>-model.pt`` under the cache), so a re-executed chapter loads it."""
+    _require(config, MM_KEYS, "mm")
+    model, data, combiner = _mm_build(config)
+    ckpt = cache_dir() / "grid" / f"{run_id('mm', config)}-model.pt"
+    fit(model, data, seed=config["seed"], device=device, checkpoint=ckpt,
+        desc=f"mm {config['fusion']} {config['method']} seed={config['seed']}",
+        monitor_every=MM_MONITOR, **_fit_settings(config, combiner))
+    return model.eval()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,15 +24,19 @@ import torch
 from torch import Tensor
 
 from mtvae.data import Dataset, load
+from mtvae.errors import MTVAEError
 from mtvae.fusion import nonempty_subsets
 from mtvae.models import Classifier
 from mtvae.models.multimodal import MODALITIES, MultimodalVAE
-from mtvae.profiles import MultimodalStudy
+from mtvae.profiles import MultimodalStudy, Profile
 from mtvae.results import cache_dir, cached_run, run_id
 from mtvae.stats import Metric, paired_comparison
 from mtvae.studies import vqvaes
 from mtvae.studies.base import ChapterStudy
 from mtvae.train import FitResult, fit
+
+if TYPE_CHECKING:
+    from mtvae.studies.settings import Evidence
 
 Classify = Callable[[Tensor], Tensor]  # generated data -> predicted class
 
@@ -325,12 +330,59 @@ def grid_frame(arms: pd.DataFrame) -> pd.DataFrame:
     shape the section reads (:meth:`Study.all_runs`): one row per fusion x arm x seed with
     ``method`` the arm's name, one column per coherence pair, ``from_<m>`` / ``to_<m>``,
     ``ll_<m>`` and ``diagnostics`` (the modalities' mean gradient norms at z, from the
-    record's ``conflict``), besides the record's own columns."""
+    record's ``conflict``), besides the record's own columns (its ``method`` as
+    ``run_method``)."""
     rows = []
     for r in arms.to_dict("records"):
         c = r.get("conflict")
         diag = ({"tasks": list(c["norm"]), "norm": list(c["norm"].values())}
                 if isinstance(c, dict) else None)
-        rows.append({**r, "method": r["arm"], **r["cross"], **directional(r["cross"]),
+        rows.append({**r, "method": r["arm"], "run_method": r["method"], **r["cross"],
+                     **directional(r["cross"]),
                      **{f"ll_{k}": v for k, v in r["loglik"].items()}, "diagnostics": diag})
     return pd.DataFrame(rows)
+
+
+def grid_evidence(profile: Profile, root: str | Path | None = None, *, run: bool = False,
+                  device: str = "auto") -> Evidence:
+    """The ``multimodal`` grid (every fusion: the sum with its label weight chosen on
+    validation against each MOO method with its smoothing chosen the same way), trained
+    first when ``run``. Raises an :class:`~mtvae.errors.MTVAEError` naming the command while
+    a fusion is incomplete: a partial grid is not reported."""
+    from mtvae.experiments import get_grid
+    from mtvae.experiments.runner import run_staged
+    from mtvae.studies.settings import mm_evidence
+
+    if run:
+        run_staged(lambda: get_grid("multimodal", profile.name, root), root=root,
+                   device=device, progress="none")
+    ev = mm_evidence(profile, root)
+    if not bool(ev.status.complete.all()):
+        st = ev.status
+        raise MTVAEError(
+            f"the multimodal-{profile.name} grid is not complete ({int(st.done.sum())} of "
+            f"{int(st.planned.sum())} planned runs recorded"
+            f"{'' if st.tuned.all() else ', tuning unfinished'}); train it with "
+            f"`python -m mtvae grid multimodal --profile {profile.name}` (or execute "
+            "Chapter 3.3 with run_grid=True)")
+    return ev
+
+
+def from_label_grid(arm_runs: pd.DataFrame, per_class: int = 1, device: str = "cpu"
+                    ) -> dict[str, dict[str, Tensor]]:
+    """Per row of ``arm_runs`` (``arm`` and the run's config columns, one seed per arm):
+    MNIST images and 8x8 digits generated from the labels 0..9, by the model the grid
+    trained for that run (:func:`mtvae.experiments.setting_kinds.mm_model`)."""
+    from mtvae.experiments.setting_kinds import MM_KEYS, mm_model
+
+    out = {}
+    for r in arm_runs.to_dict("records"):
+        cfg = {k: r[k] for k in MM_KEYS} | {"method": r.get("run_method", r["method"])}
+        model = mm_model(cfg, device)
+        dev = next(model.parameters()).device
+        y = torch.arange(10).repeat_interleave(per_class).to(dev)
+        gen = torch.Generator(device=dev).manual_seed(int(cfg["seed"]))
+        with torch.no_grad():
+            out[r["arm"]] = {m: model.cross_generate({"y": y}, ("label",), m, gen).cpu()
+                             for m in ("mnist", "digit")}
+    return out
