@@ -289,3 +289,34 @@ def test_chapter_readers_refuse_a_partial_grid_and_name_the_command(tmp_path):
         label_head(SMOKE, tmp_path)
     _fill_vq(tmp_path)
     assert label_head(SMOKE, tmp_path).status.complete.all()
+
+
+def test_the_overview_reads_the_multimodal_defaults_only_from_a_complete_grid(tmp_path):
+    from mtvae.models.multimodal import MODALITIES
+    from mtvae.studies.overview import mm_default_arms
+
+    assert mm_default_arms("smoke", tmp_path).empty
+    while True:
+        spec = get_grid("multimodal", "smoke", tmp_path)
+        todo = [r for r in spec.runs() if not (tmp_path / spec.name / f"{r.id}.json").exists()]
+        if not todo:
+            break
+        for run in todo:
+            c = dict(run.config)
+            coh = 0.4 + 0.01 * c["seed"] + (0.1 if c["method"] != "sum" else 0.0)
+            m = {"stopped_early": True, "best_epoch": 3, "epoch_cap": 10,
+                 "val_cross_mean": coh, "test_cross_mean": coh, "cross_mean": coh,
+                 "cross": {f"{a}->{b}": coh for a in MODALITIES for b in MODALITIES
+                           if a != b},
+                 "loglik": {"digit": -50.0 - c["seed"]},
+                 "test_nelbo": 200.0, "conflict": None}
+            write_record(tmp_path / spec.name / f"{run.id}.json",
+                         new_record(spec.name, run.kind, c, {"status": "ok", "metrics": m},
+                                    seconds=0.0, device="cpu"))
+    arms = mm_default_arms("smoke", tmp_path)
+    assert set(arms.method) == set(SMOKE.mm_grid.families)
+    assert set(arms.fusion) == set(SMOKE.mm_grid.fusions)
+    assert set(arms.seed) == set(SMOKE.mm_grid.seeds)
+    moo = arms[arms.method != "sum"].set_index("seed").cross_mean
+    sums = arms[arms.method == "sum"].set_index("seed").cross_mean
+    assert np.allclose(moo - sums.loc[moo.index], 0.1)  # the defaults, paired by seed
