@@ -194,24 +194,32 @@ def test_the_vq_head_evidence_waits_for_a_complete_grid_then_tests_the_tuned_sum
     assert np.allclose(cost.gain, 2.0)
 
 
+def _fill_mm(root, metrics_of):
+    """Fake ok records (``metrics_of(config)`` plus convergence) for the smoke
+    ``multimodal`` grid, until the staged grid plans nothing new."""
+    while True:
+        spec = get_grid("multimodal", "smoke", root)
+        todo = [r for r in spec.runs() if not (root / spec.name / f"{r.id}.json").exists()]
+        if not todo:
+            return
+        for run in todo:
+            c = dict(run.config)
+            m = {"stopped_early": True, "best_epoch": 3, "epoch_cap": 10} | metrics_of(c)
+            write_record(root / spec.name / f"{run.id}.json",
+                         new_record(spec.name, run.kind, c, {"status": "ok", "metrics": m},
+                                    seconds=0.0, device="cpu"))
+
+
 def test_the_multimodal_evidence_reports_each_complete_fusion_on_coherence(tmp_path):
     assert S.mm_evidence(SMOKE, tmp_path).arms.empty
     best_w = max(SMOKE.mm_grid.label_weights)
-    while True:  # fake records until the staged grid plans nothing new
-        spec = get_grid("multimodal", "smoke", tmp_path)
-        todo = [r for r in spec.runs() if not (tmp_path / spec.name / f"{r.id}.json").exists()]
-        if not todo:
-            break
-        for run in todo:
-            c = dict(run.config)
-            best = c["method"] == "sum" and c["label_weight"] == best_w
-            m = {"stopped_early": True, "best_epoch": 3, "epoch_cap": 10,
-                 "val_cross_mean": 0.8 if best else 0.4,
-                 "test_cross_mean": (0.75 if best else 0.45) + 0.01 * c["seed"],
-                 "test_nelbo": 200.0 + (5.0 if best else 0.0)}
-            write_record(tmp_path / spec.name / f"{run.id}.json",
-                         new_record(spec.name, run.kind, c, {"status": "ok", "metrics": m},
-                                    seconds=0.0, device="cpu"))
+    def metrics(c):
+        best = c["method"] == "sum" and c["label_weight"] == best_w
+        return {"val_cross_mean": 0.8 if best else 0.4,
+                "test_cross_mean": (0.75 if best else 0.45) + 0.01 * c["seed"],
+                "test_nelbo": 200.0 + (5.0 if best else 0.0)}
+
+    _fill_mm(tmp_path, metrics)
     e = S.mm_evidence(SMOKE, tmp_path)
     assert e.status.complete.all()
     assert set(e.arms["where"]) == {S.FUSION_NAMES[f] for f in SMOKE.mm_grid.fusions}
@@ -296,23 +304,13 @@ def test_the_overview_reads_the_multimodal_defaults_only_from_a_complete_grid(tm
     from mtvae.studies.overview import mm_default_arms
 
     assert mm_default_arms("smoke", tmp_path).empty
-    while True:
-        spec = get_grid("multimodal", "smoke", tmp_path)
-        todo = [r for r in spec.runs() if not (tmp_path / spec.name / f"{r.id}.json").exists()]
-        if not todo:
-            break
-        for run in todo:
-            c = dict(run.config)
-            coh = 0.4 + 0.01 * c["seed"] + (0.1 if c["method"] != "sum" else 0.0)
-            m = {"stopped_early": True, "best_epoch": 3, "epoch_cap": 10,
-                 "val_cross_mean": coh, "test_cross_mean": coh, "cross_mean": coh,
-                 "cross": {f"{a}->{b}": coh for a in MODALITIES for b in MODALITIES
-                           if a != b},
-                 "loglik": {"digit": -50.0 - c["seed"]},
-                 "test_nelbo": 200.0, "conflict": None}
-            write_record(tmp_path / spec.name / f"{run.id}.json",
-                         new_record(spec.name, run.kind, c, {"status": "ok", "metrics": m},
-                                    seconds=0.0, device="cpu"))
+    def metrics(c):
+        coh = 0.4 + 0.01 * c["seed"] + (0.1 if c["method"] != "sum" else 0.0)
+        return {"val_cross_mean": coh, "test_cross_mean": coh, "cross_mean": coh,
+                "cross": {f"{a}->{b}": coh for a in MODALITIES for b in MODALITIES if a != b},
+                "loglik": {"digit": -50.0 - c["seed"]}, "test_nelbo": 200.0, "conflict": None}
+
+    _fill_mm(tmp_path, metrics)
     arms = mm_default_arms("smoke", tmp_path)
     assert set(arms.method) == set(SMOKE.mm_grid.families)
     assert set(arms.fusion) == set(SMOKE.mm_grid.fusions)
