@@ -132,3 +132,28 @@ def test_the_cli_raises_a_cap_and_names_what_it_did(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "grid vqhead-smoke: cap 1 epochs: 0 records stopped by patience carried over" in (
         out.stdout)
+
+
+def test_the_runner_carries_a_superseded_run_back_when_its_run_is_planned_again(tmp_path):
+    from mtvae.experiments.runner import run_grid
+
+    old = _spec(10, seeds=(0,))
+    stopped = _write(tmp_path, old, 0, stopped_early=True, epochs_run=4, epoch_cap=10, acc=0.6)
+    assert not raise_cap(lambda: _spec(20, seeds=(1,)), tmp_path).carried  # seed 0 unplanned
+    assert (tmp_path / old.name / SUPERSEDED / f"{stopped}.json").exists()
+    again = _spec(20, seeds=(0,))  # the raised grid plans the run again (e.g. chosen again)
+
+    class NoExecutor:  # nothing may train: the superseded record is the same run
+        def check(self, device):
+            pass
+
+        def map(self, jobs, deadline=None):
+            assert not jobs, jobs
+            return iter(())
+
+    summary = run_grid(again, executor=NoExecutor(), root=tmp_path, progress="none", stack=1)
+    assert summary.carried == 1 and "1 carried over from a lower cap" in str(summary)
+    rec = read_record(tmp_path / again.name / f"{again.runs()[0].id}.json")
+    assert rec["carried_from"]["id"] == stopped and rec["metrics"]["acc"] == 0.6
+    assert not (tmp_path / old.name / SUPERSEDED / f"{stopped}.json").exists()
+    assert (plan(again, tmp_path).status == "done").all()

@@ -6,8 +6,11 @@ the data order and the stopping rule never see the cap). So when a profile raise
 cap, :func:`raise_cap` re-labels each such record as the run with the new cap (the config's
 ``epochs`` and the metric ``epoch_cap`` change; ``carried_from`` keeps the old id and cap),
 and moves every other record at an old cap — a run the cap stopped, a failed one, or one of a
-configuration the new tuning no longer chooses — to ``superseded/`` beside the records, where
-no reader looks. What the cap stopped runs again, at the new cap, on the next ``grid`` call.
+configuration the new tuning does not choose (yet) — to ``superseded/`` beside the records,
+where no reader looks. What the cap stopped runs again, at the new cap, on the next ``grid``
+call; a superseded record that patience stopped is carried back when its run is planned again
+(:func:`carry_superseded`: a staged grid plans its evaluation runs only once its tuning is
+recorded at the new cap).
 
 A record is written before its predecessor moves, so an interrupted call leaves at most a
 record to supersede, which the next call does.
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mtvae.errors import MTVAEError
-from mtvae.experiments.spec import GridSpec
+from mtvae.experiments.spec import GridSpec, Run
 from mtvae.results import read_record, results_dir, run_id, write_record
 
 SUPERSEDED = "superseded"
@@ -72,6 +75,44 @@ def _supersede(path: Path, out: CapRaise) -> None:
     out.superseded.append(path.stem)
 
 
+def _carry(record: dict[str, Any], run: Run, path: Path) -> None:
+    """Write ``record`` (of the same run under a lower cap) as ``run``'s record at ``path``."""
+    was = {"id": record["id"], "epoch_cap": record["config"]["epochs"]}
+    record = {**record, "config": dict(run.config), "id": run_id(run.kind, dict(run.config)),
+              "metrics": {**record["metrics"], "epoch_cap": run.config["epochs"]},
+              "carried_from": was}
+    write_record(path, record)
+
+
+def superseded_pool(folder: Path) -> dict[str, Path]:
+    """The records under ``folder/superseded/`` that patience stopped, by what identifies
+    their run apart from the cap: :func:`carry_superseded` finds a pending run among them."""
+    pool = {}
+    for path in sorted((folder / SUPERSEDED).glob("*.json")):
+        rec = read_record(path)
+        m, cap = rec.get("metrics", {}), rec["config"].get("epochs")
+        if (rec.get("status") != "failed" and isinstance(cap, int) and m.get("stopped_early")
+                and int(m.get("epochs_run", cap)) < cap):
+            pool[_key(rec["name"], rec["config"])] = path
+    return pool
+
+
+def carry_superseded(pool: dict[str, Path], run: Run, folder: Path) -> bool:
+    """Record ``run`` from the superseded record of the same run under a lower cap, when
+    ``pool`` (:func:`superseded_pool`) has one that patience stopped; whether it did. A
+    staged grid plans its evaluation runs at a raised cap only once its tuning is recorded
+    there, so the runner asks this for every run it is about to train."""
+    source = pool.get(_key(run.kind, dict(run.config)))
+    if source is None or not source.exists():
+        return False
+    rec = read_record(source)
+    if not carries(rec, int(run.config["epochs"])):
+        return False
+    _carry(rec, run, folder / f"{run.id}.json")
+    source.unlink(missing_ok=True)
+    return True
+
+
 def raise_cap(build: Callable[[], GridSpec], root: str | Path | None = None) -> CapRaise:
     """Carry the records of ``build()``'s grid over to its (raised) cap; see the module.
 
@@ -108,12 +149,7 @@ def raise_cap(build: Callable[[], GridSpec], root: str | Path | None = None) -> 
                 continue
             rec = old.pop(source)
             if carries(rec, cap):
-                was = {"id": rec["id"], "epoch_cap": rec["config"]["epochs"]}
-                rec["config"] = dict(run.config)
-                rec["id"] = run_id(run.kind, rec["config"])
-                rec["metrics"] = {**rec["metrics"], "epoch_cap": cap}
-                rec["carried_from"] = was
-                write_record(path, rec)
+                _carry(rec, run, path)
                 out.carried.append(run.id)
                 source.unlink()
             else:

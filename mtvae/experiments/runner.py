@@ -23,6 +23,7 @@ import pandas as pd
 
 from mtvae.errors import MTVAEError, check_choice
 from mtvae.experiments import claims
+from mtvae.experiments.carry import carry_superseded, superseded_pool
 from mtvae.experiments.executors import Executor, Job, LocalExecutor, Outcome, Task
 from mtvae.experiments.kinds import get_kind, stack_group, stackable
 from mtvae.experiments.spec import GridSpec, Run
@@ -81,6 +82,7 @@ class GridSummary:
     failed: int = 0  # ran now, recorded failed
     skipped: int = 0  # had an ok record
     kept_failed: int = 0  # had a failed record and was not retried
+    carried: int = 0  # recorded from the same run under a lower cap (experiments.carry)
     left: int = 0  # pending when the time limit (max_minutes) stopped this call
     claimed: int = 0  # to run, but claimed by another live process: not started here
     claimed_by: str = ""  # one of those processes, e.g. "pid 1234 on host-a"
@@ -106,6 +108,9 @@ class GridSummary:
             runs = "1 run is" if self.claimed == 1 else f"{self.claimed} runs are"
             text += (f"; {runs} being run by another process ({self.claimed_by}): not "
                      f"started here ({claims.CLEAR_HINT})")
+        if self.carried:
+            text += (f"; {self.carried} carried over from a lower cap (stopped by patience "
+                     "before it)")
         if self.kept_failed:
             text += (f"; {self.kept_failed} earlier failures kept (retry_failed=True / "
                      "--retry-failed reruns them)")
@@ -266,9 +271,19 @@ def run_grid(
     outcomes: Iterator[Outcome] = iter(())
     try:
         work: list[Job] = []
+        pool = superseded_pool(folder / spec.name)  # empty unless a cap was raised
         for job in jobs:
             todo = [r for r in job if _claim(folder / spec.name / f"{r.id}.json", retry_failed,
                                              summary, held)]
+            if pool:  # under its claim, so no other process trains it meanwhile
+                kept = []
+                for r in todo:
+                    if carry_superseded(pool, r, folder / spec.name):
+                        _release(folder / spec.name / f"{r.id}.json", held)
+                        summary.carried += 1
+                    else:
+                        kept.append(r)
+                todo = kept
             if todo:  # a stack keeps its engine when claims elsewhere leave one member
                 work.append(Job(tuple(Task(r, kinds[r.kind], spec.name, str(folder), device)
                                       for r in todo), stacked=len(job) > 1 or (
@@ -364,16 +379,17 @@ def run_staged(build: Callable[[], GridSpec], *, max_minutes: float | None = Non
         if total is None:
             total = summary
         else:  # specs only grow: the runs this call recorded earlier are skipped now
-            total.skipped = summary.skipped - total.done - total.failed
+            total.skipped = summary.skipped - total.done - total.failed - total.carried
             total.total = summary.total
             total.done += summary.done
             total.failed += summary.failed
+            total.carried += summary.carried
             total.failures += summary.failures
             total.left = summary.left
             total.kept_failed = summary.kept_failed
             total.claimed, total.claimed_by = summary.claimed, summary.claimed_by
         total.wall_seconds = time.perf_counter() - started
-        if once or summary.done + summary.failed == 0 or summary.left:
+        if once or summary.done + summary.failed + summary.carried == 0 or summary.left:
             return total
 
 
