@@ -119,8 +119,8 @@ def hier_default_arms(profile: str, root: str | Path | None = None) -> pd.DataFr
 def settings_table(profile: str, device: str = "auto",
                    aux: Evidence | None = None) -> pd.DataFrame:
     """One row per (setting, condition, MOO method): main-metric gain and secondary change, and
-    ``records``: the grid the row reads (``aux grid``, ``vqhead grid``) or ``chapter`` (the
-    chapter's own runs)."""
+    ``records``: the grid the row reads (``aux grid``, ``multimodal grid``, ``hier grid``,
+    ``vqhead grid``) or ``chapter`` (the chapter's own, earlier runs)."""
     from mtvae.studies import multimodal
 
     parts = []
