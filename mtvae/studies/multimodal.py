@@ -337,7 +337,7 @@ def grid_frame(arms: pd.DataFrame) -> pd.DataFrame:
         c = r.get("conflict")
         diag = ({"tasks": list(c["norm"]), "norm": list(c["norm"].values())}
                 if isinstance(c, dict) else None)
-        rows.append({**r, "method": r["arm"], "run_method": r["method"], **r["cross"],
+        rows.append({**r, "method": r["arm"], "run_method": r.get("method"), **r["cross"],
                      **directional(r["cross"]),
                      **{f"ll_{k}": v for k, v in r["loglik"].items()}, "diagnostics": diag})
     return pd.DataFrame(rows)
@@ -377,7 +377,7 @@ def from_label_grid(arm_runs: pd.DataFrame, per_class: int = 1, device: str = "c
 
     out = {}
     for r in arm_runs.to_dict("records"):
-        cfg = {k: r[k] for k in MM_KEYS} | {"method": r.get("run_method", r["method"])}
+        cfg = {k: r[k] for k in MM_KEYS} | {"method": r.get("run_method") or r["method"]}
         model = mm_model(cfg, device)
         dev = next(model.parameters()).device
         y = torch.arange(10).repeat_interleave(per_class).to(dev)
