@@ -298,9 +298,8 @@ class VQHeadGrid:
     channels: int = 32
     batch_size: int = 100
     lr: float = 1e-3
-    # a pilot (sum, lambda = 1, tuning seed 100) was still improving at epoch 167 by ~0.03
-    # nats an epoch, while lambda = 100 stopped by patience at epoch 73: a 100-epoch cap
-    # stopped the small-lambda runs, not patience
+    # a pilot (sum, tuning seed 100): lambda = 1 stopped by patience at epoch 247 (best 237),
+    # lambda = 100 at epoch 73; under a 100-epoch cap both lambda = 1 tuning runs hit the cap
     epochs: int = 400
     patience: int = 10
     train_size: int | None = None
