@@ -251,23 +251,27 @@ def test_equivalent_weights_match_a_default_method_to_the_nearest_sum_weight():
     assert eq.loc["pcgrad", "sum_val_head_acc"] == pytest.approx(0.501)
 
 
-def test_the_book_primary_family_is_holm_over_every_grid_not_per_grid(tmp_path):
-    from mtvae.stats import holm_adjust
-
+def test_the_books_primary_comparisons_keep_one_holm_family_per_grid(tmp_path):
     _fill_vq(tmp_path)
     _fill(tmp_path, _metrics)
     ev = {"aux": S.aux_evidence(SMOKE, tmp_path), "vqhead": S.vq_evidence(SMOKE, tmp_path)}
     book = S.book_primary({g: S.primary_rows(e) for g, e in ev.items()})
     n_aux, n_vq = len(ev["aux"].primary), len(ev["vqhead"].primary)
     assert n_aux and n_vq and len(book) == n_aux + n_vq
-    assert list(book.grid).count("vqhead") == n_vq
-    expected = holm_adjust(dict(enumerate(book.p_value)))
-    assert np.allclose(book.p_holm, expected.p_holm) and list(book.reject) == list(expected.reject)
-    # a larger family can only raise a comparison's adjusted p
-    vq = book[book.grid == "vqhead"].p_holm.to_numpy()
-    assert (vq >= ev["vqhead"].primary.p_holm.to_numpy() - 1e-12).all()
+    for g, e in ev.items():  # each grid's own adjustment, and its family's size
+        mine = book[book.grid == g]
+        assert np.allclose(mine.p_holm, e.primary.p_holm) and (mine.family_size == len(mine)).all()
+    assert (book.reject == (book.p_holm < 0.05)).all()
     assert set(book.metric) == {"test_head_acc", "test_accuracy"}
     assert S.book_primary({"aux": S.primary_rows(S.aux_evidence(SMOKE, tmp_path / "none"))}).empty
+
+
+def test_the_largest_holm_family_that_can_still_reject_with_few_seeds():
+    # 10 seeds: smallest p = 2/1024, so 25 comparisons (0.05/25 = 0.002 > 0.00195) but not 26
+    assert S.largest_family(10) == 25
+    assert S.largest_family(5) == 0  # p >= 0.0625 > 0.05: not even one comparison
+    p_min = 2 / 2**10
+    assert p_min < 0.05 / S.largest_family(10) and not p_min < 0.05 / (S.largest_family(10) + 1)
 
 
 def test_the_overview_reads_the_vq_head_defaults_only_from_a_complete_grid(tmp_path):

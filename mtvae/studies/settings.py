@@ -391,21 +391,31 @@ def primary_rows(ev: Evidence) -> pd.DataFrame:
 
 
 def book_primary(families: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The book's declared primary family across the grids: ``{grid: rows}``, each row one
-    primary comparison (``where``, ``arm``, ``metric``, ``gain``, ``low``, ``high``, ``wins``,
-    ``n``, ``p_value``; :func:`primary_rows` of an :class:`Evidence`, or
-    :func:`mtvae.studies.hierarchical.primary_rows`). Adds ``grid``, ``p_holm`` and
-    ``reject``: Holm over the whole family, not per grid."""
-    from mtvae.stats import holm_adjust
+    """The book's declared primary comparisons, one family per grid (``{grid: rows}``, each
+    row one comparison with ``where``, ``arm``, ``metric``, ``gain``, ``low``, ``high``,
+    ``wins``, ``n``, ``p_value`` and the grid's own Holm-adjusted ``p_holm``:
+    :func:`primary_rows` of an :class:`Evidence`, or
+    :func:`mtvae.studies.hierarchical.primary_rows`). Adds ``grid``, ``family_size`` and
+    ``reject`` (``p_holm`` < 0.05).
 
-    cols = ["grid", "where", "arm", "metric", "gain", "low", "high", "wins", "n", "p_value"]
-    parts = [rows.assign(grid=g) for g, rows in families.items() if len(rows)]
+    One family per setting, not one for the book: with n seeds the smallest two-sided
+    signed-rank p is 2 / 2**n (0.002 for 10), and Holm's first step needs p < 0.05 / m, so a
+    family of more than :func:`largest_family` comparisons could reject nothing."""
+    cols = ["grid", "where", "arm", "metric", "gain", "low", "high", "wins", "n", "p_value",
+            "p_holm", "family_size"]
+    parts = [rows.assign(grid=g, family_size=len(rows)) for g, rows in families.items()
+             if len(rows)]
     if not parts:
-        return pd.DataFrame(columns=[*cols, "p_holm", "reject"])
+        return pd.DataFrame(columns=[*cols, "reject"])
     out = pd.concat(parts, ignore_index=True)[cols]
-    holm = holm_adjust({f"{r.arm} ({r.where}, {r.grid})": r.p_value for r in out.itertuples()})
-    out["p_holm"], out["reject"] = holm.p_holm.to_numpy(), holm.reject.to_numpy()
+    out["reject"] = out.p_holm < 0.05
     return out
+
+
+def largest_family(n_seeds: int, alpha: float = 0.05) -> int:
+    """The most comparisons a Holm family can hold and still reject one, when each is a
+    two-sided signed-rank test over ``n_seeds`` paired seeds (smallest p: 2 / 2**n)."""
+    return int(alpha / (2.0 / 2**n_seeds) - 1e-9)
 
 
 READABLE_SPAN = 3.0
