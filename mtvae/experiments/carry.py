@@ -60,12 +60,17 @@ def _cap(spec: GridSpec) -> int:
     return int(next(iter(caps)))
 
 
+def _stopped_before_cap(record: dict[str, Any]) -> bool:
+    """Ok, and stopped by patience before its own cap (not by the cap, nor at it)."""
+    m, old = record.get("metrics", {}), record["config"].get("epochs")
+    return (record.get("status") != "failed" and isinstance(old, int)
+            and bool(m.get("stopped_early")) and int(m.get("epochs_run", old)) < old)
+
+
 def carries(record: dict[str, Any], cap: int) -> bool:
     """Whether ``record`` is also the run with the larger ``cap``: ok, stopped by patience
     before its own cap (a run the cap stopped, or one stopped at the cap itself, is not)."""
-    m, old = record.get("metrics", {}), record["config"].get("epochs")
-    return (record.get("status") != "failed" and isinstance(old, int) and old < cap
-            and bool(m.get("stopped_early")) and int(m.get("epochs_run", old)) < old)
+    return _stopped_before_cap(record) and record["config"]["epochs"] < cap
 
 
 def _supersede(path: Path, out: CapRaise) -> None:
@@ -90,9 +95,7 @@ def superseded_pool(folder: Path) -> dict[str, Path]:
     pool = {}
     for path in sorted((folder / SUPERSEDED).glob("*.json")):
         rec = read_record(path)
-        m, cap = rec.get("metrics", {}), rec["config"].get("epochs")
-        if (rec.get("status") != "failed" and isinstance(cap, int) and m.get("stopped_early")
-                and int(m.get("epochs_run", cap)) < cap):
+        if _stopped_before_cap(rec):
             pool[_key(rec["name"], rec["config"])] = path
     return pool
 
