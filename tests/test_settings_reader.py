@@ -277,9 +277,9 @@ def test_the_largest_holm_family_that_can_still_reject_with_few_seeds():
 def test_the_overview_reads_the_vq_head_defaults_only_from_a_complete_grid(tmp_path):
     from mtvae.studies.overview import vq_default_arms
 
-    assert vq_default_arms("smoke", tmp_path).empty
+    assert vq_default_arms(S.vq_evidence(SMOKE, tmp_path)).empty
     _fill_vq(tmp_path)
-    arms = vq_default_arms("smoke", tmp_path)
+    arms = vq_default_arms(S.vq_evidence(SMOKE, tmp_path))
     assert set(arms.method) == set(SMOKE.vq_grid.families)  # "sum" is the lambda = 1 sum
     assert set(arms.seed) == set(SMOKE.vq_grid.seeds) and set(arms.condition) == {"MNIST-5k"}
     recs = S.records("vqhead", SMOKE, tmp_path)
@@ -307,7 +307,7 @@ def test_the_overview_reads_the_multimodal_defaults_only_from_a_complete_grid(tm
     from mtvae.models.multimodal import MODALITIES
     from mtvae.studies.overview import mm_default_arms
 
-    assert mm_default_arms("smoke", tmp_path).empty
+    assert mm_default_arms(S.mm_evidence(SMOKE, tmp_path)).empty
     def metrics(c):
         coh = 0.4 + 0.01 * c["seed"] + (0.1 if c["method"] != "sum" else 0.0)
         return {"val_cross_mean": coh, "test_cross_mean": coh, "cross_mean": coh,
@@ -315,10 +315,26 @@ def test_the_overview_reads_the_multimodal_defaults_only_from_a_complete_grid(tm
                 "loglik": {"digit": -50.0 - c["seed"]}, "test_nelbo": 200.0, "conflict": None}
 
     _fill_mm(tmp_path, metrics)
-    arms = mm_default_arms("smoke", tmp_path)
+    arms = mm_default_arms(S.mm_evidence(SMOKE, tmp_path))
     assert set(arms.method) == set(SMOKE.mm_grid.families)
     assert set(arms.fusion) == set(SMOKE.mm_grid.fusions)
     assert set(arms.seed) == set(SMOKE.mm_grid.seeds)
     moo = arms[arms.method != "sum"].set_index("seed").cross_mean
     sums = arms[arms.method == "sum"].set_index("seed").cross_mean
     assert np.allclose(moo - sums.loc[moo.index], 0.1)  # the defaults, paired by seed
+
+
+def test_grid_evidence_reads_each_grid_once_and_lists_only_complete_grids_primaries(tmp_path):
+    from mtvae.studies.overview import GridEvidence, hier_default_arms
+
+    empty = GridEvidence.read(SMOKE, tmp_path)
+    assert empty.hier is None and hier_default_arms(empty.hier).empty
+    assert empty.primary().empty
+    _fill_vq(tmp_path)
+    grids = GridEvidence.read(SMOKE, tmp_path)
+    ledger = grids.primary()
+    assert set(ledger.grid) == {"vqhead"}
+    expected = S.primary_rows(S.vq_evidence(SMOKE, tmp_path))
+    assert len(ledger) == len(expected) == len(SMOKE.vq_grid.families) - 1
+    assert np.allclose(ledger.p_holm.sort_values(), expected.p_holm.sort_values())
+    assert (ledger.family_size == len(expected)).all()

@@ -124,7 +124,8 @@ def compute(profile: str, device: str = "auto", run_grid: bool | None = None) ->
         holm_rejected=tuple(holm[holm.reject].index), rope=C.RELATIVE_ROPE,
         best_reference=ref, reference_gain=float(g.loc[ref, "gain"]),
         reference_low=float(g.loc[ref, "ci_low"]), reference_high=float(g.loc[ref, "ci_high"]),
-        settings=O.settings_table(profile, device, aux=aux), conditions=conditions, aux=aux,
+        settings=O.settings_table(profile, device, O.GridEvidence.read(P, aux=aux)),
+        conditions=conditions, aux=aux,
         aux_equivalent=aux_eq,
     )
 

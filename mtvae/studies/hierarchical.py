@@ -181,8 +181,13 @@ def grid_frame(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+HierGrid = tuple[pd.DataFrame, pd.DataFrame]
+""":func:`grid_runs`: the (beta1, beta2) grid with the sum, and beta1 = beta2 = 1 with every
+method."""
+
+
 def grid_runs(profile: Profile, root: str | Path | None = None, *, run: bool = False,
-              device: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame]:
+              device: str = "auto") -> HierGrid:
     """The ``hier`` grid of ``profile`` (trained first when ``run``) as two frames: the
     (beta1, beta2) grid with the sum, and beta1 = beta2 = 1 with the sum and each MOO
     method (the rates as tasks). Raises an :class:`~mtvae.errors.MTVAEError` naming the
@@ -195,10 +200,10 @@ def grid_runs(profile: Profile, root: str | Path | None = None, *, run: bool = F
         run_grid(spec, root=root, device=device, progress="none")
     status = plan(spec, root).status
     if (status != "done").any():
-        raise MTVAEError(
-            f"the {spec.name} grid is not complete ({int((status == 'done').sum())} of "
-            f"{len(status)} runs recorded); train it with `python -m mtvae grid hier "
-            f"--profile {profile.name}` (or execute the chapter with run_grid=True)")
+        from mtvae.studies.settings import incomplete_grid
+
+        raise incomplete_grid("hier", profile, int((status == "done").sum()), len(status),
+                              chapter="Chapter 3.4")
     runs = grid_frame(load_results(spec, root))
     s = profile.hier_grid
     at_one = (runs.beta1 == 1.0) & (runs.beta2 == 1.0)
@@ -232,8 +237,7 @@ def rates_as_tasks(betas: pd.DataFrame, at_one: pd.DataFrame, methods: tuple[str
     dataset, :func:`mtvae.studies.settings.tested_gains`; ``p_holm``: Holm over the primary
     family, each method against the ELBO on every dataset, NaN for the others), ``rates``
     (mean test R1, R2, D and −ELBO per arm) and ``chosen`` (the chosen cells)."""
-    from mtvae.stats import holm_adjust
-    from mtvae.studies.settings import tested_gains
+    from mtvae.studies.settings import holm_primary, tested_gains
 
     chosen = chosen_cell(betas)
     picked = betas.merge(chosen[["dataset", "beta1", "beta2"]], on=["dataset", "beta1", "beta2"])
@@ -243,12 +247,7 @@ def rates_as_tasks(betas: pd.DataFrame, at_one: pd.DataFrame, methods: tuple[str
     secondary = [(m, SUM_CHOSEN) for m in methods] + [(SUM_CHOSEN, SUM_AT_ONE)]
     gains = tested_gains(frame, "nelbo", higher_is_better=False, pairs=[*primary, *secondary],
                          by=("dataset",))
-    is_primary = gains.reference.eq(SUM_AT_ONE) & gains.arm.isin(methods)
-    gains["p_holm"] = np.nan
-    if is_primary.any():
-        holm = holm_adjust({f"{r.arm} vs {r.reference} ({r.dataset})": r.p_value
-                            for r in gains[is_primary].itertuples()})
-        gains.loc[is_primary, "p_holm"] = holm.p_holm.to_numpy()
+    holm_primary(gains, gains.reference.eq(SUM_AT_ONE) & gains.arm.isin(methods), "dataset")
     rates = (frame.groupby(["dataset", "arm"], sort=False)[["kl1", "kl2", "distortion", "nelbo"]]
              .mean().reset_index())
     return {"gains": gains, "rates": rates, "chosen": chosen}
@@ -265,12 +264,18 @@ def primary_rows(gains: pd.DataFrame) -> pd.DataFrame:
                        metric="test_nelbo")
 
 
-def grid_primary(profile: Profile, root: str | Path | None = None) -> pd.DataFrame:
-    """:func:`primary_rows` of the ``hier`` grid once it is complete; empty before."""
+def complete_grid(profile: Profile, root: str | Path | None = None) -> HierGrid | None:
+    """:func:`grid_runs` once the ``hier`` grid is complete; ``None`` before."""
     try:
-        betas, at_one = grid_runs(profile, root)
+        return grid_runs(profile, root)
     except MTVAEError:  # not complete: nothing is reported
+        return None
+
+
+def grid_primary(profile: Profile, grid: HierGrid | None) -> pd.DataFrame:
+    """:func:`primary_rows` of a complete ``hier`` grid (:func:`complete_grid`); empty
+    without one."""
+    if grid is None:
         return pd.DataFrame(columns=["where", "arm", "metric", "gain", "low", "high", "wins",
                                      "n", "p_value"])
-    return primary_rows(rates_as_tasks(betas, at_one, tuple(profile.hier_grid.moo_methods))
-                        ["gains"])
+    return primary_rows(rates_as_tasks(*grid, tuple(profile.hier_grid.moo_methods))["gains"])

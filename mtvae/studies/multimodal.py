@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 
 from mtvae.data import Dataset, load
-from mtvae.errors import MTVAEError
 from mtvae.fusion import nonempty_subsets
 from mtvae.models import Classifier
 from mtvae.models.multimodal import MODALITIES, MultimodalVAE
@@ -349,23 +348,10 @@ def grid_evidence(profile: Profile, root: str | Path | None = None, *, run: bool
     validation against each MOO method with its smoothing chosen the same way), trained
     first when ``run``. Raises an :class:`~mtvae.errors.MTVAEError` naming the command while
     a fusion is incomplete: a partial grid is not reported."""
-    from mtvae.experiments import get_grid
-    from mtvae.experiments.runner import run_staged
-    from mtvae.studies.settings import mm_evidence
+    from mtvae.studies.settings import complete_evidence, mm_evidence
 
-    if run:
-        run_staged(lambda: get_grid("multimodal", profile.name, root), root=root,
-                   device=device, progress="none")
-    ev = mm_evidence(profile, root)
-    if not bool(ev.status.complete.all()):
-        st = ev.status
-        raise MTVAEError(
-            f"the multimodal-{profile.name} grid is not complete ({int(st.done.sum())} of "
-            f"{int(st.planned.sum())} planned runs recorded"
-            f"{'' if st.tuned.all() else ', tuning unfinished'}); train it with "
-            f"`python -m mtvae grid multimodal --profile {profile.name}` (or execute "
-            "Chapter 3.3 with run_grid=True)")
-    return ev
+    return complete_evidence("multimodal", mm_evidence, profile, root, run=run, device=device,
+                             chapter="Chapter 3.3")
 
 
 def from_label_grid(arm_runs: pd.DataFrame, per_class: int = 1, device: str = "cpu"

@@ -20,6 +20,7 @@ come from the ``multimodal`` grid once every fusion is complete, and until then 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,8 @@ import pandas as pd
 from mtvae.stats import Metric, paired_comparison
 
 if TYPE_CHECKING:
+    from mtvae.profiles import Profile
+    from mtvae.studies.hierarchical import HierGrid
     from mtvae.studies.settings import Evidence
 
 
@@ -54,32 +57,62 @@ def _condition(df: pd.DataFrame, by: Sequence[str]) -> pd.Series:
 AUX_SETTINGS = {"mnist5k": "auxiliary label head", "shapes": "auxiliary factor heads (shapes)"}
 
 
-def aux_default_arms(profile: str, root: str | Path | None = None,
-                     evidence: Evidence | None = None) -> pd.DataFrame:
+@dataclass(frozen=True)
+class GridEvidence:
+    """The staged grids of Chapters 2 and 3 as Chapter 5 reads them, each read once: the
+    :class:`~mtvae.studies.settings.Evidence` of ``aux``, ``vqhead`` and ``multimodal``, and
+    the ``hier`` grid (:func:`mtvae.studies.hierarchical.complete_grid`: ``None`` while
+    incomplete)."""
+
+    profile: Profile
+    aux: Evidence
+    vqhead: Evidence
+    multimodal: Evidence
+    hier: HierGrid | None
+
+    @classmethod
+    def read(cls, profile: Profile, root: str | Path | None = None, *,
+             aux: Evidence | None = None) -> GridEvidence:
+        """Every grid of ``profile`` under ``root`` (``aux``: already read)."""
+        from mtvae.studies import settings as S
+        from mtvae.studies.hierarchical import complete_grid
+
+        return cls(profile, aux or S.aux_evidence(profile, root), S.vq_evidence(profile, root),
+                   S.mm_evidence(profile, root), complete_grid(profile, root))
+
+    def primary(self) -> pd.DataFrame:
+        """The book's primary comparisons, one Holm family per grid
+        (:func:`mtvae.studies.settings.book_primary`)."""
+        from mtvae.studies import settings as S
+        from mtvae.studies.hierarchical import grid_primary
+
+        return S.book_primary({"aux": S.primary_rows(self.aux),
+                               "vqhead": S.primary_rows(self.vqhead),
+                               "multimodal": S.primary_rows(self.multimodal),
+                               "hier": grid_primary(self.profile, self.hier)})
+
+
+def aux_default_arms(ev: Evidence) -> pd.DataFrame:
     """The untuned comparison of the ``aux`` grid (converged runs): each MOO method at its
     default against the sum with lambda = 1 (``method`` ``sum``), at the grid's complete
     settings only, with ``setting`` and ``condition`` columns for the overview."""
-    from mtvae.profiles import get_profile
     from mtvae.studies import settings as S
 
-    ev = (evidence or S.aux_evidence(get_profile(profile), root)).arms
     parts = []
-    for (ds, frac), g in ev[ev.role == "default"].groupby(["dataset", "label_fraction"],
-                                                          sort=False):
+    for (ds, frac), g in ev.arms[ev.arms.role == "default"].groupby(
+            ["dataset", "label_fraction"], sort=False):
         parts.append(g.assign(method=g.arm.replace({S.DEFAULT_SUM: "sum"}),
                               setting=AUX_SETTINGS[ds], condition=S.aux_where(ds, frac)))
     cols = ["setting", "condition", "method", "seed", "test_head_acc", "test_nelbo"]
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
-def vq_default_arms(profile: str, root: str | Path | None = None) -> pd.DataFrame:
+def vq_default_arms(ev: Evidence) -> pd.DataFrame:
     """The untuned comparison of the ``vqhead`` grid (converged runs): each MOO method at its
     default against the sum with lambda = 1, once the grid is complete (empty before)."""
-    from mtvae.profiles import get_profile
     from mtvae.studies import settings as S
 
-    ev = S.vq_evidence(get_profile(profile), root).arms
-    d = ev[ev.role == "default"] if len(ev) else ev
+    d = ev.arms[ev.arms.role == "default"] if len(ev.arms) else ev.arms
     cols = ["condition", "method", "seed", "test_accuracy", "test_distortion"]
     if d.empty:
         return pd.DataFrame(columns=cols)
@@ -87,15 +120,13 @@ def vq_default_arms(profile: str, root: str | Path | None = None) -> pd.DataFram
                     condition="MNIST-5k")[cols].reset_index(drop=True)
 
 
-def mm_default_arms(profile: str, root: str | Path | None = None) -> pd.DataFrame:
+def mm_default_arms(ev: Evidence) -> pd.DataFrame:
     """The untuned comparison of the ``multimodal`` grid: each MOO method at its default
     against the sum with lambda = 1, per fusion, once every fusion is complete (empty
     before)."""
-    from mtvae.profiles import get_profile
     from mtvae.studies import settings as S
     from mtvae.studies.multimodal import grid_frame
 
-    ev = S.mm_evidence(get_profile(profile), root)
     cols = ["fusion", "method", "seed", "cross_mean", "ll_digit"]
     if not bool(ev.status.complete.all()) or ev.arms.empty:
         return pd.DataFrame(columns=cols)
@@ -103,26 +134,24 @@ def mm_default_arms(profile: str, root: str | Path | None = None) -> pd.DataFram
     return d.assign(method=d.method.replace({S.DEFAULT_SUM: "sum"}))[cols]
 
 
-def hier_default_arms(profile: str, root: str | Path | None = None) -> pd.DataFrame:
+def hier_default_arms(grid: HierGrid | None) -> pd.DataFrame:
     """The ``hier`` grid's beta1 = beta2 = 1 runs (the sum and each method with the rates as
-    tasks), once the grid is complete (empty before)."""
-    from mtvae.errors import MTVAEError
-    from mtvae.profiles import get_profile
-    from mtvae.studies.hierarchical import grid_runs
-
-    try:
-        return grid_runs(get_profile(profile), root)[1]
-    except MTVAEError:  # not complete: the row waits for the grid
+    tasks) of a complete grid (empty without one)."""
+    if grid is None:  # not complete: the row waits for the grid
         return pd.DataFrame(columns=["dataset", "method", "seed", "nelbo", "kl2"])
+    return grid[1]
 
 
 def settings_table(profile: str, device: str = "auto",
-                   aux: Evidence | None = None) -> pd.DataFrame:
+                   grids: GridEvidence | None = None) -> pd.DataFrame:
     """One row per (setting, condition, MOO method): main-metric gain and secondary change, and
     ``records``: the grid the row reads (``aux grid``, ``multimodal grid``, ``hier grid``,
-    ``vqhead grid``) or ``chapter`` (the chapter's own, earlier runs)."""
+    ``vqhead grid``) or ``chapter`` (the chapter's own, earlier runs). ``grids``: the grids
+    already read (:meth:`GridEvidence.read` of ``profile`` otherwise)."""
+    from mtvae.profiles import get_profile
     from mtvae.studies import multimodal
 
+    grids = grids or GridEvidence.read(get_profile(profile))
     parts = []
 
     def add(setting: str, df: pd.DataFrame, main: Metric, cost: Metric,
@@ -138,22 +167,21 @@ def settings_table(profile: str, device: str = "auto",
         out["records"] = records
         parts.append(out)
 
-    for setting, frame in aux_default_arms(profile, evidence=aux).groupby("setting",
-                                                                          sort=False):
+    for setting, frame in aux_default_arms(grids.aux).groupby("setting", sort=False):
         add(setting, frame, Metric("test_head_acc", "head accuracy", True),
             Metric("test_nelbo", "test −ELBO", False), by=("condition",), records="aux grid")
-    mm = mm_default_arms(profile)
+    mm = mm_default_arms(grids.multimodal)
     mm_records = "multimodal grid" if len(mm) else "chapter"
     if not len(mm):  # the grid is incomplete: Chapter 3.3's earlier runs, until it is
         mm = multimodal.Study.create(profile, device).all_runs()
     add("multimodal", mm, Metric("cross_mean", "mean cross-modal coherence", True),
         Metric("ll_digit", "8×8 digit log-lik.", True), by=("fusion",), records=mm_records)
-    hr = hier_default_arms(profile)
+    hr = hier_default_arms(grids.hier)
     if len(hr):
         add("hierarchical, rates as tasks", hr, Metric("nelbo", "test −ELBO", False),
             Metric("kl2", "top-layer rate R2 (nats)", True), by=("dataset",),
             records="hier grid")
-    vq = vq_default_arms(profile)
+    vq = vq_default_arms(grids.vqhead)
     if len(vq):
         add("VQ-VAE + label head", vq, Metric("test_accuracy", "label accuracy", True),
             Metric("test_distortion", "test distortion", False), by=("condition",),

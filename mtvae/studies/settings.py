@@ -12,7 +12,7 @@ test metric.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,8 +306,6 @@ def _evidence(status: pd.DataFrame, arm_frame: pd.DataFrame, moo: tuple[str, ...
               extra_cost: Sequence[tuple[str, str]] = ()) -> Evidence:
     """Paired, tested comparisons of ``arm_frame`` (higher ``task_metric`` and lower
     ``cost_metric`` are better); ``extra_*``: secondary pairs beyond the defaults'."""
-    from mtvae.stats import holm_adjust
-
     primary = [(tuned(f), TUNED_SUM) for f in moo]
     secondary = [(f, DEFAULT_SUM) for f in moo] + [(TUNED_SUM, DEFAULT_SUM)]
     task = tested_gains(arm_frame, task_metric, higher_is_better=True,
@@ -315,14 +313,57 @@ def _evidence(status: pd.DataFrame, arm_frame: pd.DataFrame, moo: tuple[str, ...
     cost = tested_gains(arm_frame, cost_metric, higher_is_better=False,
                         pairs=[*primary, (TUNED_SUM, DEFAULT_SUM), *extra_cost], by=("where",))
     is_primary = task.reference.eq(TUNED_SUM) & task.arm.isin([a for a, _ in primary])
-    family = {f"{r.arm} vs {r.reference} ({r.where})": r.p_value
-              for r in task[is_primary].itertuples()}
-    holm = holm_adjust(family) if family else None
-    task["p_holm"] = np.nan
+    holm = holm_primary(task, is_primary, "where")
     if holm is not None:
-        task.loc[is_primary, "p_holm"] = holm.p_holm.to_numpy()
         holm["gain"] = task.loc[is_primary, "gain"].to_numpy()
     return Evidence(status, arm_frame, task, cost, holm, moo, task_metric, cost_metric)
+
+
+def holm_primary(gains: pd.DataFrame, is_primary: pd.Series, where: str
+                 ) -> pd.DataFrame | None:
+    """Holm's correction over the primary rows of ``gains`` (:func:`tested_gains`; one family,
+    each comparison named by its arm, reference and ``where`` column): sets ``p_holm`` (NaN
+    for the secondary rows) and returns :func:`mtvae.stats.holm_adjust` of the family, or
+    ``None`` when there is no primary row."""
+    from mtvae.stats import holm_adjust
+
+    gains["p_holm"] = np.nan
+    if not bool(is_primary.any()):
+        return None
+    holm = holm_adjust({f"{r.arm} vs {r.reference} ({getattr(r, where)})": r.p_value
+                        for r in gains[is_primary].itertuples()})
+    gains.loc[is_primary, "p_holm"] = holm.p_holm.to_numpy()
+    return holm
+
+
+def incomplete_grid(grid: str, profile: Profile, done: int, planned: int, *, chapter: str,
+                    tuned: bool = True) -> MTVAEError:
+    """The error of a chapter asked to report the ``grid`` of ``profile`` before it is
+    complete: how far it is and the command that completes it."""
+    return MTVAEError(
+        f"the {grid}-{profile.name} grid is not complete ({done} of {planned} planned runs "
+        f"recorded{'' if tuned else ', tuning unfinished'}); train it with `python -m mtvae "
+        f"grid {grid} --profile {profile.name}` (or execute {chapter} with run_grid=True)")
+
+
+def complete_evidence(grid: str, read: Callable[..., Evidence], profile: Profile,
+                      root: str | Path | None = None, *, chapter: str, run: bool = False,
+                      device: str = "auto") -> Evidence:
+    """``read(profile, root)`` of the staged ``grid`` (:func:`aux_evidence`,
+    :func:`vq_evidence`, :func:`mm_evidence`), trained first when ``run``. Raises
+    :func:`incomplete_grid` while any setting is incomplete: a partial grid is not reported."""
+    from mtvae.experiments import get_grid
+    from mtvae.experiments.runner import run_staged
+
+    if run:
+        run_staged(lambda: get_grid(grid, profile.name, root), root=root, device=device,
+                   progress="none")
+    ev = read(profile, root)
+    st = ev.status
+    if not bool(st.complete.all()):
+        raise incomplete_grid(grid, profile, int(st.done.sum()), int(st.planned.sum()),
+                              chapter=chapter, tuned=bool(st.tuned.all()))
+    return ev
 
 
 def _no_arms(*extra: str) -> pd.DataFrame:

@@ -124,22 +124,10 @@ def label_head(profile: Profile, root: str | Path | None = None, *, run: bool = 
 
     Raises an :class:`~mtvae.errors.MTVAEError` that names the command when the grid is not
     complete: a partial grid is not reported."""
-    from mtvae.experiments import get_grid
-    from mtvae.experiments.runner import run_staged
-    from mtvae.studies.settings import vq_evidence
+    from mtvae.studies.settings import complete_evidence, vq_evidence
 
-    if run:
-        run_staged(lambda: get_grid("vqhead", profile.name, root), root=root, device=device,
-                   progress="none")
-    ev = vq_evidence(profile, root)
-    if not bool(ev.status.complete.all()):
-        st = ev.status.iloc[0]
-        raise MTVAEError(
-            f"the vqhead-{profile.name} grid is not complete ({st.done} of {st.planned} "
-            f"planned runs recorded{'' if st.tuned else ', tuning unfinished'}); train it with "
-            f"`python -m mtvae grid vqhead --profile {profile.name}` (or execute Chapter 2 "
-            "with run_grid=True)")
-    return ev
+    return complete_evidence("vqhead", vq_evidence, profile, root, run=run, device=device,
+                             chapter="Chapter 2")
 
 
 def head_table(ev: Evidence) -> pd.DataFrame:
