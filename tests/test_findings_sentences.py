@@ -66,6 +66,7 @@ def test_the_equivalence_sentence_names_only_readable_matching_positions():
 
 
 def test_the_plain_vae_sentence_gives_gain_and_price_per_setting():
+    from mtvae.studies import evidence as EV
     from mtvae.studies import settings as S
 
     def rows(gain, low, high):
@@ -73,7 +74,7 @@ def test_the_plain_vae_sentence_gives_gain_and_price_per_setting():
                              "reference": [S.PLAIN_PROBE] * 2, "gain": gain, "low": low,
                              "high": high})
 
-    ev = S.Evidence(status=pd.DataFrame(), arms=pd.DataFrame({"where": ["A", "B"]}),
+    ev = EV.Evidence(status=pd.DataFrame(), arms=pd.DataFrame({"where": ["A", "B"]}),
                     task=rows([0.1, 0.04], [0.09, 0.02], [0.11, 0.06]),
                     cost=rows([-4.6, 0.2], [-5.4, -0.2], [-3.8, 0.8]), holm=None, moo=(),
                     task_metric="test_head_acc", cost_metric="test_nelbo")

@@ -286,8 +286,8 @@ def test_rates_as_tasks_pairs_by_seed_and_holm_adjusts_the_primary_family_only()
 
 
 def test_the_rates_primaries_join_the_books_family_under_their_own_metric():
+    from mtvae.studies.evidence import book_primary
     from mtvae.studies.hierarchical import primary_rows
-    from mtvae.studies.settings import book_primary
 
     betas, at_one = _hier_runs()
     rows = primary_rows(rates_as_tasks(betas, at_one, ("pcgrad",))["gains"])

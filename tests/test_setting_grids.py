@@ -269,6 +269,7 @@ def test_stacked_aux_runs_get_one_record_each_like_single_runs(isolated, tmp_pat
 
 
 def test_the_chapter_reader_pairs_the_tuned_sum_with_each_moo_method(tmp_path):
+    from mtvae.studies import evidence as EV
     from mtvae.studies import settings as S
 
     profile = get_profile("smoke")
@@ -288,16 +289,20 @@ def test_the_chapter_reader_pairs_the_tuned_sum_with_each_moo_method(tmp_path):
     runs = S.records("aux", profile, tmp_path)
     assert runs.tuning.sum() == len([r for r in spec.runs()
                                      if r.config["seed"] in profile.aux_grid.tuning_seeds])
-    ev = S.evaluation(runs)
-    assert set(ev.compared) == {S.TUNED_SUM, "pcgrad"}
-    assert (ev[ev.compared == S.TUNED_SUM].label_weight == best_w).all()
-    gains = S.tuned_gains(ev, "test_head_acc", higher_is_better=True,
-                          by=("dataset", "label_fraction"))
+    arms = S.arms(runs[runs.kind == "aux"])
+    chosen = arms[arms.role == "chosen"]
+    assert set(chosen.arm) == {S.TUNED_SUM, S.tuned("pcgrad")}
+    assert (chosen[chosen.arm == S.TUNED_SUM].label_weight == best_w).all()
+    assert set(chosen[chosen.arm == S.TUNED_SUM].setting) == {f"λ = {best_w:g}"}
+    gains = EV.tested_gains(arms, "test_head_acc", higher_is_better=True,
+                           pairs=[(S.tuned("pcgrad"), S.TUNED_SUM)],
+                           by=("dataset", "label_fraction"))
     assert len(gains) == 3  # MNIST at 100 % and 10 %, shapes
-    assert (gains.method == "pcgrad").all() and (gains.gain < 0).all()
+    assert (gains.gain < 0).all() and (gains.wins == 0).all()
     assert (gains.low <= gains.gain).all() and (gains.gain <= gains.high).all()
     with pytest.raises(MTVAEError, match="test metric"):
-        S.tuned_gains(ev, "val_head_acc", higher_is_better=True)
+        EV.tested_gains(arms, "val_head_acc", higher_is_better=True,
+                       pairs=[(S.tuned("pcgrad"), S.TUNED_SUM)])
     conv = S.convergence(runs[~runs.tuning], by=("dataset",))
     assert (conv.stopped_by_patience == 1.0).all()
 

@@ -14,6 +14,7 @@ from mtvae.experiments import get_grid, load_results
 from mtvae.experiments.runner import run_grid
 from mtvae.profiles import get_profile
 from mtvae.results import new_record, write_record
+from mtvae.studies import evidence as EV
 from mtvae.studies import settings as S
 
 SMOKE = get_profile("smoke")
@@ -57,7 +58,7 @@ def _metrics(kind, c):
 
 def test_a_grid_without_records_reads_as_nothing_complete_not_an_error(tmp_path):
     assert S.records("aux", SMOKE, tmp_path).empty
-    e = S.aux_evidence(SMOKE, tmp_path)
+    e = EV.aux_evidence(SMOKE, tmp_path)
     assert e.holm is None and e.arms.empty and e.task.empty and e.primary.empty
     assert not e.status.complete.any()
 
@@ -95,21 +96,21 @@ def test_paired_gains_carry_interval_wins_and_the_signed_rank_p_value():
     diff = np.array([0.03, 0.01, 0.02, -0.005, 0.04, 0.015, 0.025, 0.01])
     frame = pd.concat([pd.DataFrame({"arm": "a", "seed": range(8), "acc": ref + diff}),
                        pd.DataFrame({"arm": "b", "seed": range(8), "acc": ref})])
-    g = S.tested_gains(frame, "acc", higher_is_better=True,
+    g = EV.tested_gains(frame, "acc", higher_is_better=True,
                        pairs=[("a", "b")]).iloc[0]
     assert g.gain == pytest.approx(diff.mean()) and g.low <= g.gain <= g.high
     assert g.wins == 7 and g.n == 8
     assert g.p_value == pytest.approx(st.wilcoxon(diff, zero_method="zsplit").pvalue)
-    lower = S.tested_gains(frame, "acc", higher_is_better=False, pairs=[("a", "b")]).iloc[0]
+    lower = EV.tested_gains(frame, "acc", higher_is_better=False, pairs=[("a", "b")]).iloc[0]
     assert lower.gain == pytest.approx(-diff.mean()) and lower.wins == 1
     with pytest.raises(MTVAEError, match="test metric"):
-        S.tested_gains(frame.rename(columns={"acc": "val_acc"}), "val_acc",
+        EV.tested_gains(frame.rename(columns={"acc": "val_acc"}), "val_acc",
                        higher_is_better=True, pairs=[("a", "b")])
 
 
 def test_the_evidence_holm_corrects_exactly_the_primary_comparisons(tmp_path):
     _fill(tmp_path, _metrics)
-    e = S.aux_evidence(SMOKE, tmp_path)
+    e = EV.aux_evidence(SMOKE, tmp_path)
     assert e.status.complete.all()
     n_moo = len(SMOKE.aux_grid.families) - 1
     assert e.holm is not None and len(e.holm) == n_moo * len(e.status)
@@ -177,14 +178,14 @@ def _fill_vq(root, *, skip_last=False):
 
 
 def test_the_vq_head_evidence_waits_for_a_complete_grid_then_tests_the_tuned_sum(tmp_path):
-    e = S.vq_evidence(SMOKE, tmp_path)
+    e = EV.vq_evidence(SMOKE, tmp_path)
     assert e.arms.empty and e.holm is None and not e.status.complete.any()
     _fill_vq(tmp_path, skip_last=True)
-    e = S.vq_evidence(SMOKE, tmp_path)
+    e = EV.vq_evidence(SMOKE, tmp_path)
     assert not e.status.complete.any() and e.arms.empty  # one run missing: nothing reported
     _fill_vq(tmp_path)
-    e = S.vq_evidence(SMOKE, tmp_path)
-    assert e.status.complete.all() and set(e.arms["where"]) == {S.VQ_WHERE}
+    e = EV.vq_evidence(SMOKE, tmp_path)
+    assert e.status.complete.all() and set(e.arms["where"]) == {EV.VQ_WHERE}
     tuned = e.arms[e.arms.arm == S.TUNED_SUM]
     assert set(tuned.setting) == {f"λ = {max(SMOKE.vq_grid.label_weights):g}"}
     assert e.task_metric == "test_accuracy" and e.cost_metric == "test_distortion"
@@ -211,7 +212,7 @@ def _fill_mm(root, metrics_of):
 
 
 def test_the_multimodal_evidence_reports_each_complete_fusion_on_coherence(tmp_path):
-    assert S.mm_evidence(SMOKE, tmp_path).arms.empty
+    assert EV.mm_evidence(SMOKE, tmp_path).arms.empty
     best_w = max(SMOKE.mm_grid.label_weights)
     def metrics(c):
         best = c["method"] == "sum" and c["label_weight"] == best_w
@@ -220,9 +221,9 @@ def test_the_multimodal_evidence_reports_each_complete_fusion_on_coherence(tmp_p
                 "test_nelbo": 200.0 + (5.0 if best else 0.0)}
 
     _fill_mm(tmp_path, metrics)
-    e = S.mm_evidence(SMOKE, tmp_path)
+    e = EV.mm_evidence(SMOKE, tmp_path)
     assert e.status.complete.all()
-    assert set(e.arms["where"]) == {S.FUSION_NAMES[f] for f in SMOKE.mm_grid.fusions}
+    assert set(e.arms["where"]) == {EV.FUSION_NAMES[f] for f in SMOKE.mm_grid.fusions}
     assert set(e.arms[e.arms.arm == S.TUNED_SUM].setting) == {f"λ = {best_w:g}"}
     # the tuned sum's coherence leads (negative MOO gains); it costs 5 nats of -ELBO
     assert (e.primary.gain < 0).all()
@@ -254,8 +255,8 @@ def test_equivalent_weights_match_a_default_method_to_the_nearest_sum_weight():
 def test_the_books_primary_comparisons_keep_one_holm_family_per_grid(tmp_path):
     _fill_vq(tmp_path)
     _fill(tmp_path, _metrics)
-    ev = {"aux": S.aux_evidence(SMOKE, tmp_path), "vqhead": S.vq_evidence(SMOKE, tmp_path)}
-    book = S.book_primary({g: S.primary_rows(e) for g, e in ev.items()})
+    ev = {"aux": EV.aux_evidence(SMOKE, tmp_path), "vqhead": EV.vq_evidence(SMOKE, tmp_path)}
+    book = EV.book_primary({g: EV.primary_rows(e) for g, e in ev.items()})
     n_aux, n_vq = len(ev["aux"].primary), len(ev["vqhead"].primary)
     assert n_aux and n_vq and len(book) == n_aux + n_vq
     for g, e in ev.items():  # each grid's own adjustment, and its family's size
@@ -263,23 +264,24 @@ def test_the_books_primary_comparisons_keep_one_holm_family_per_grid(tmp_path):
         assert np.allclose(mine.p_holm, e.primary.p_holm) and (mine.family_size == len(mine)).all()
     assert (book.reject == (book.p_holm < 0.05)).all()
     assert set(book.metric) == {"test_head_acc", "test_accuracy"}
-    assert S.book_primary({"aux": S.primary_rows(S.aux_evidence(SMOKE, tmp_path / "none"))}).empty
+    none = EV.aux_evidence(SMOKE, tmp_path / "none")
+    assert EV.book_primary({"aux": EV.primary_rows(none)}).empty
 
 
 def test_the_largest_holm_family_that_can_still_reject_with_few_seeds():
     # 10 seeds: smallest p = 2/1024, so 25 comparisons (0.05/25 = 0.002 > 0.00195) but not 26
-    assert S.largest_family(10) == 25
-    assert S.largest_family(5) == 0  # p >= 0.0625 > 0.05: not even one comparison
+    assert EV.largest_family(10) == 25
+    assert EV.largest_family(5) == 0  # p >= 0.0625 > 0.05: not even one comparison
     p_min = 2 / 2**10
-    assert p_min < 0.05 / S.largest_family(10) and not p_min < 0.05 / (S.largest_family(10) + 1)
+    assert p_min < 0.05 / EV.largest_family(10) and not p_min < 0.05 / (EV.largest_family(10) + 1)
 
 
 def test_the_overview_reads_the_vq_head_defaults_only_from_a_complete_grid(tmp_path):
     from mtvae.studies.overview import vq_default_arms
 
-    assert vq_default_arms(S.vq_evidence(SMOKE, tmp_path)).empty
+    assert vq_default_arms(EV.vq_evidence(SMOKE, tmp_path)).empty
     _fill_vq(tmp_path)
-    arms = vq_default_arms(S.vq_evidence(SMOKE, tmp_path))
+    arms = vq_default_arms(EV.vq_evidence(SMOKE, tmp_path))
     assert set(arms.method) == set(SMOKE.vq_grid.families)  # "sum" is the lambda = 1 sum
     assert set(arms.seed) == set(SMOKE.vq_grid.seeds) and set(arms.condition) == {"MNIST-5k"}
     recs = S.records("vqhead", SMOKE, tmp_path)
@@ -307,7 +309,7 @@ def test_the_overview_reads_the_multimodal_defaults_only_from_a_complete_grid(tm
     from mtvae.models.multimodal import MODALITIES
     from mtvae.studies.overview import mm_default_arms
 
-    assert mm_default_arms(S.mm_evidence(SMOKE, tmp_path)).empty
+    assert mm_default_arms(EV.mm_evidence(SMOKE, tmp_path)).empty
     def metrics(c):
         coh = 0.4 + 0.01 * c["seed"] + (0.1 if c["method"] != "sum" else 0.0)
         return {"val_cross_mean": coh, "test_cross_mean": coh, "cross_mean": coh,
@@ -315,7 +317,7 @@ def test_the_overview_reads_the_multimodal_defaults_only_from_a_complete_grid(tm
                 "loglik": {"digit": -50.0 - c["seed"]}, "test_nelbo": 200.0, "conflict": None}
 
     _fill_mm(tmp_path, metrics)
-    arms = mm_default_arms(S.mm_evidence(SMOKE, tmp_path))
+    arms = mm_default_arms(EV.mm_evidence(SMOKE, tmp_path))
     assert set(arms.method) == set(SMOKE.mm_grid.families)
     assert set(arms.fusion) == set(SMOKE.mm_grid.fusions)
     assert set(arms.seed) == set(SMOKE.mm_grid.seeds)
@@ -334,7 +336,7 @@ def test_grid_evidence_reads_each_grid_once_and_lists_only_complete_grids_primar
     grids = GridEvidence.read(SMOKE, tmp_path)
     ledger = grids.primary()
     assert set(ledger.grid) == {"vqhead"}
-    expected = S.primary_rows(S.vq_evidence(SMOKE, tmp_path))
+    expected = EV.primary_rows(EV.vq_evidence(SMOKE, tmp_path))
     assert len(ledger) == len(expected) == len(SMOKE.vq_grid.families) - 1
     assert np.allclose(ledger.p_holm.sort_values(), expected.p_holm.sort_values())
     assert (ledger.family_size == len(expected)).all()

@@ -23,6 +23,7 @@ from mtvae.experiments import get_grid
 from mtvae.experiments.runner import run_staged
 from mtvae.profiles import get_profile
 from mtvae.stats import holm_adjust
+from mtvae.studies import evidence as EV
 from mtvae.studies import overview as O
 from mtvae.studies import results as R
 from mtvae.studies import settings as S
@@ -59,7 +60,7 @@ class Findings:
     reference_high: float
     settings: pd.DataFrame  # overview.settings_table: one row per setting × condition × method
     conditions: pd.DataFrame  # results.conditions (empty with fewer than 3 tables)
-    aux: S.Evidence | None = None  # the aux grid's tuned comparisons (complete settings)
+    aux: EV.Evidence | None = None  # the aux grid's tuned comparisons (complete settings)
     aux_equivalent: pd.DataFrame | None = None  # settings.equivalent_weights (aux tuning runs)
 
     @property
@@ -104,7 +105,7 @@ def compute(profile: str, device: str = "auto", run_grid: bool | None = None) ->
                   else pd.DataFrame())
     ok = res.runs[res.runs.status == "ok"]
     aux_runs = S.records("aux", P)  # read once: the evidence and the λ positions share it
-    aux = S.aux_evidence(P, runs=aux_runs)
+    aux = EV.aux_evidence(P, runs=aux_runs)
     tuned_points = set(zip(aux.status[aux.status.tuned].dataset,
                            aux.status[aux.status.tuned].label_fraction, strict=True))
     aux_runs = aux_runs[[p in tuned_points for p in zip(aux_runs.dataset,

@@ -200,7 +200,7 @@ def grid_runs(profile: Profile, root: str | Path | None = None, *, run: bool = F
         run_grid(spec, root=root, device=device, progress="none")
     status = plan(spec, root).status
     if (status != "done").any():
-        from mtvae.studies.settings import incomplete_grid
+        from mtvae.studies.evidence import incomplete_grid
 
         raise incomplete_grid("hier", profile, int((status == "done").sum()), len(status),
                               chapter="Chapter 3.4")
@@ -234,10 +234,10 @@ def rates_as_tasks(betas: pd.DataFrame, at_one: pd.DataFrame, methods: tuple[str
     ``betas`` and ``at_one``: :func:`grid_runs`. Arms: :data:`SUM_AT_ONE` (the ELBO), each
     MOO method at beta1 = beta2 = 1, and :data:`SUM_CHOSEN` (the sum at
     :func:`chosen_cell`, on the grid's seeds). Returns ``gains`` (one row per pair and
-    dataset, :func:`mtvae.studies.settings.tested_gains`; ``p_holm``: Holm over the primary
+    dataset, :func:`mtvae.studies.evidence.tested_gains`; ``p_holm``: Holm over the primary
     family, each method against the ELBO on every dataset, NaN for the others), ``rates``
     (mean test R1, R2, D and −ELBO per arm) and ``chosen`` (the chosen cells)."""
-    from mtvae.studies.settings import holm_primary, tested_gains
+    from mtvae.studies.evidence import holm_primary, tested_gains
 
     chosen = chosen_cell(betas)
     picked = betas.merge(chosen[["dataset", "beta1", "beta2"]], on=["dataset", "beta1", "beta2"])
@@ -258,7 +258,7 @@ DATASET_NAMES = {"mnist5k": "MNIST-5k", "shapes": "shapes"}
 
 def primary_rows(gains: pd.DataFrame) -> pd.DataFrame:
     """The primary comparisons of :func:`rates_as_tasks` (each method against the ELBO) for
-    :func:`mtvae.studies.settings.book_primary`: ``where`` names the dataset."""
+    :func:`mtvae.studies.evidence.book_primary`: ``where`` names the dataset."""
     prim = gains[gains.p_holm.notna()]
     return prim.assign(where=[f"hierarchical, {DATASET_NAMES.get(d, d)}" for d in prim.dataset],
                        metric="test_nelbo")

@@ -35,7 +35,7 @@ from mtvae.studies.base import ChapterStudy
 from mtvae.train import FitResult, fit
 
 if TYPE_CHECKING:
-    from mtvae.studies.settings import Evidence
+    from mtvae.studies.evidence import Evidence
 
 Classify = Callable[[Tensor], Tensor]  # generated data -> predicted class
 
@@ -325,7 +325,7 @@ def combos(d: pd.DataFrame, fmt: str | None = None) -> str:
 
 
 def grid_frame(arms: pd.DataFrame) -> pd.DataFrame:
-    """The ``multimodal`` grid's arms (:func:`mtvae.studies.settings.mm_evidence`) in the
+    """The ``multimodal`` grid's arms (:func:`mtvae.studies.evidence.mm_evidence`) in the
     shape the section reads (:meth:`Study.all_runs`): one row per fusion x arm x seed with
     ``method`` the arm's name, one column per coherence pair, ``from_<m>`` / ``to_<m>``,
     ``ll_<m>`` and ``diagnostics`` (the modalities' mean gradient norms at z, from the
@@ -348,7 +348,7 @@ def grid_evidence(profile: Profile, root: str | Path | None = None, *, run: bool
     validation against each MOO method with its smoothing chosen the same way), trained
     first when ``run``. Raises an :class:`~mtvae.errors.MTVAEError` naming the command while
     a fusion is incomplete: a partial grid is not reported."""
-    from mtvae.studies.settings import complete_evidence, mm_evidence
+    from mtvae.studies.evidence import complete_evidence, mm_evidence
 
     return complete_evidence("multimodal", mm_evidence, profile, root, run=run, device=device,
                              chapter="Chapter 3.3")

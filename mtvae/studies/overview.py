@@ -30,8 +30,8 @@ from mtvae.stats import Metric, paired_comparison
 
 if TYPE_CHECKING:
     from mtvae.profiles import Profile
+    from mtvae.studies.evidence import Evidence
     from mtvae.studies.hierarchical import HierGrid
-    from mtvae.studies.settings import Evidence
 
 
 def verdict(row: pd.Series) -> str:
@@ -60,7 +60,7 @@ AUX_SETTINGS = {"mnist5k": "auxiliary label head", "shapes": "auxiliary factor h
 @dataclass(frozen=True)
 class GridEvidence:
     """The staged grids of Chapters 2 and 3 as Chapter 5 reads them, each read once: the
-    :class:`~mtvae.studies.settings.Evidence` of ``aux``, ``vqhead`` and ``multimodal``, and
+    :class:`~mtvae.studies.evidence.Evidence` of ``aux``, ``vqhead`` and ``multimodal``, and
     the ``hier`` grid (:func:`mtvae.studies.hierarchical.complete_grid`: ``None`` while
     incomplete)."""
 
@@ -74,21 +74,21 @@ class GridEvidence:
     def read(cls, profile: Profile, root: str | Path | None = None, *,
              aux: Evidence | None = None) -> GridEvidence:
         """Every grid of ``profile`` under ``root`` (``aux``: already read)."""
-        from mtvae.studies import settings as S
+        from mtvae.studies import evidence as EV
         from mtvae.studies.hierarchical import complete_grid
 
-        return cls(profile, aux or S.aux_evidence(profile, root), S.vq_evidence(profile, root),
-                   S.mm_evidence(profile, root), complete_grid(profile, root))
+        return cls(profile, aux or EV.aux_evidence(profile, root), EV.vq_evidence(profile, root),
+                   EV.mm_evidence(profile, root), complete_grid(profile, root))
 
     def primary(self) -> pd.DataFrame:
         """The book's primary comparisons, one Holm family per grid
-        (:func:`mtvae.studies.settings.book_primary`)."""
-        from mtvae.studies import settings as S
+        (:func:`mtvae.studies.evidence.book_primary`)."""
+        from mtvae.studies import evidence as EV
         from mtvae.studies.hierarchical import grid_primary
 
-        return S.book_primary({"aux": S.primary_rows(self.aux),
-                               "vqhead": S.primary_rows(self.vqhead),
-                               "multimodal": S.primary_rows(self.multimodal),
+        return EV.book_primary({"aux": EV.primary_rows(self.aux),
+                               "vqhead": EV.primary_rows(self.vqhead),
+                               "multimodal": EV.primary_rows(self.multimodal),
                                "hier": grid_primary(self.profile, self.hier)})
 
 

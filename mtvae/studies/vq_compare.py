@@ -35,7 +35,7 @@ from mtvae.train import FitResult
 
 if TYPE_CHECKING:
     from mtvae.profiles import Profile
-    from mtvae.studies.settings import Evidence
+    from mtvae.studies.evidence import Evidence
 
 LN2 = math.log(2)
 KINDS = {"matched": "VAE (rate-matched)", "beta1": "VAE (β = 1)"}
@@ -124,7 +124,7 @@ def label_head(profile: Profile, root: str | Path | None = None, *, run: bool = 
 
     Raises an :class:`~mtvae.errors.MTVAEError` that names the command when the grid is not
     complete: a partial grid is not reported."""
-    from mtvae.studies.settings import complete_evidence, vq_evidence
+    from mtvae.studies.evidence import complete_evidence, vq_evidence
 
     return complete_evidence("vqhead", vq_evidence, profile, root, run=run, device=device,
                              chapter="Chapter 2")
