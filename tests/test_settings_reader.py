@@ -340,3 +340,9 @@ def test_grid_evidence_reads_each_grid_once_and_lists_only_complete_grids_primar
     assert len(ledger) == len(expected) == len(SMOKE.vq_grid.families) - 1
     assert np.allclose(ledger.p_holm.sort_values(), expected.p_holm.sort_values())
     assert (ledger.family_size == len(expected)).all()
+    counts = grids.counts().set_index("grid")
+    vq = EV.vq_evidence(SMOKE, tmp_path)
+    assert counts.loc["vqhead", "comparisons"] == len(vq.task) + len(vq.cost) > len(expected)
+    assert counts.loc["vqhead", "primary"] == len(expected)
+    assert (counts.drop(index="vqhead")[["comparisons", "primary"]] == 0).all().all()
+    assert grids.hier_gains is None

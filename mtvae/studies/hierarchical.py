@@ -272,10 +272,10 @@ def complete_grid(profile: Profile, root: str | Path | None = None) -> HierGrid 
         return None
 
 
-def grid_primary(profile: Profile, grid: HierGrid | None) -> pd.DataFrame:
-    """:func:`primary_rows` of a complete ``hier`` grid (:func:`complete_grid`); empty
-    without one."""
-    if grid is None:
+def grid_primary(gains: pd.DataFrame | None) -> pd.DataFrame:
+    """:func:`primary_rows` of a complete ``hier`` grid's :func:`rates_as_tasks` gains; empty
+    without a complete grid (``None``)."""
+    if gains is None:
         return pd.DataFrame(columns=["where", "arm", "metric", "gain", "low", "high", "wins",
                                      "n", "p_value"])
-    return primary_rows(rates_as_tasks(*grid, tuple(profile.hier_grid.moo_methods))["gains"])
+    return primary_rows(gains)

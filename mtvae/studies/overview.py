@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,17 @@ class GridEvidence:
         return cls(profile, aux or EV.aux_evidence(profile, root), EV.vq_evidence(profile, root),
                    EV.mm_evidence(profile, root), complete_grid(profile, root))
 
+    @cached_property
+    def hier_gains(self) -> pd.DataFrame | None:
+        """The rates as tasks against the plain sum
+        (:func:`mtvae.studies.hierarchical.rates_as_tasks` ``gains``) of a complete ``hier``
+        grid; ``None`` before."""
+        from mtvae.studies.hierarchical import rates_as_tasks
+
+        if self.hier is None:
+            return None
+        return rates_as_tasks(*self.hier, tuple(self.profile.hier_grid.moo_methods))["gains"]
+
     def primary(self) -> pd.DataFrame:
         """The book's primary comparisons, one Holm family per grid
         (:func:`mtvae.studies.evidence.book_primary`)."""
@@ -87,9 +99,21 @@ class GridEvidence:
         from mtvae.studies.hierarchical import grid_primary
 
         return EV.book_primary({"aux": EV.primary_rows(self.aux),
-                               "vqhead": EV.primary_rows(self.vqhead),
-                               "multimodal": EV.primary_rows(self.multimodal),
-                               "hier": grid_primary(self.profile, self.hier)})
+                                "vqhead": EV.primary_rows(self.vqhead),
+                                "multimodal": EV.primary_rows(self.multimodal),
+                                "hier": grid_primary(self.hier_gains)})
+
+    def counts(self) -> pd.DataFrame:
+        """Per grid (complete settings only): the paired, tested comparisons its chapter
+        reports (every arm pair on the task and the cost metric; the hierarchical rates on
+        test −ELBO) and how many of them are declared primaries."""
+        rows = [{"grid": g, "comparisons": len(e.task) + len(e.cost), "primary": len(e.primary)}
+                for g, e in (("aux", self.aux), ("vqhead", self.vqhead),
+                             ("multimodal", self.multimodal))]
+        gains = self.hier_gains
+        rows.append({"grid": "hier", "comparisons": 0 if gains is None else len(gains),
+                     "primary": 0 if gains is None else int(gains.p_holm.notna().sum())})
+        return pd.DataFrame(rows)
 
 
 def aux_default_arms(ev: Evidence) -> pd.DataFrame:
