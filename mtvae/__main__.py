@@ -1,7 +1,8 @@
-"""Command line: ``python -m mtvae regenerate|grid|bench ...``.
+"""Command line: ``python -m mtvae regenerate|grid|status|bench ...``.
 
 ``grid NAME`` runs a named experiment grid (resumable: finished runs are skipped);
-``bench moo|grid`` prints speed benchmarks.
+``status`` says where every grid stands and what is left; ``bench moo|grid`` prints speed
+benchmarks.
 
 Bad arguments end with a one-line error (exit status 2), never a traceback.
 """
@@ -36,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start no new run or chapter after M minutes; a second call "
                        "continues")
     _grid_parser(sub)
+    status = sub.add_parser("status", help="where every grid stands and what is left",
+                            description="Per named grid: runs planned, recorded, failed, "
+                            "pending and running, the share stopped by patience, the compute "
+                            "recorded and an estimate of what the pending runs need.")
+    status.add_argument("--profile", default="smoke", choices=profiles())
+    status.add_argument("--results", default=None, help="results root (default ./results)")
+    status.add_argument("--grids", nargs="+", metavar="NAME", help="only these grids")
+    status.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     bench = sub.add_parser("bench", help="speed benchmarks, results as JSON")
     bench.add_argument("target", choices=["moo", "grid"], help="what to benchmark")
     bench.add_argument("--json", action="store_true", help="print the rows as a JSON list")
@@ -187,6 +196,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"(chapters' wall time {total:.1f} s)")
         elif args.command == "grid":
             _run_grid(args)
+        elif args.command == "status":
+            from mtvae.experiments.status import render, status_table
+
+            table = status_table(args.profile, args.results, args.grids)
+            if args.json:
+                print(table.to_json(orient="records", indent=1))
+            else:
+                print(render(table))
         elif args.command == "bench" and args.target == "grid":
             from mtvae.bench import bench_grid
 
