@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 
@@ -63,6 +64,7 @@ def test_the_status_command_prints_a_table_or_json_and_refuses_an_unknown_grid(t
     assert [r["grid"] for r in rows] == ["hier-smoke", "aux-smoke"]
     assert all(r["done"] == 0 and r["pending"] == r["planned"] > 0 for r in rows)
     assert [r["staged"] for r in rows] == [False, True]
+    assert [r["read_by"] for r in rows] == ["03_4, 05", "03_2, 05"]
     assert main(["status", "--profile", "smoke", "--results", str(tmp_path),
                  "--grids", "hier"]) == 0
     out = capsys.readouterr().out
@@ -71,3 +73,17 @@ def test_the_status_command_prints_a_table_or_json_and_refuses_an_unknown_grid(t
     err = capsys.readouterr().err
     assert err.startswith("mtvae: error:") and "nosuchgrid" in err and "Traceback" not in err
     assert len(status_table("smoke", tmp_path)) >= 8  # every named grid, one row each
+
+
+def test_every_grid_names_the_chapters_that_read_it_and_those_chapters_name_it():
+    from pathlib import Path
+
+    from mtvae.experiments.grids import GRIDS, READ_BY
+
+    assert set(READ_BY) == set(GRIDS)
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    for grid, chapters in READ_BY.items():
+        for nn in chapters:
+            (source,) = notebooks.glob(f"{nn}_*.md")
+            text = source.read_text()  # a reader names its grid, in code or in its command
+            assert re.search(rf'"{grid}"|mtvae grid {grid}\b', text), (grid, source.name)

@@ -157,6 +157,12 @@ GRIDS: dict[str, Callable[..., GridSpec]] = {
     "beta": beta_grid, "cvae": cvae_grid}
 STAGED = ("tables", *STAGED_SETTINGS)
 """Grids whose later blocks depend on earlier records: rebuilt after every pass."""
+READ_BY: dict[str, tuple[str, ...]] = {
+    "hetero": (), "tables": ("03_1", "05"), "aux": ("03_2", "05"), "cvae": ("03_2",),
+    "multimodal": ("03_3", "05"), "hier": ("03_4", "05"), "vqhead": ("02", "05"),
+    "beta": ("01",)}
+"""The chapters (by number) that read each grid's records; ``hetero``: none (the grid of the
+earlier single-stage protocol, kept as the benchmark's workload)."""
 
 
 def available() -> list[str]:

@@ -1,6 +1,7 @@
 """Where every named grid of a profile stands: ``python -m mtvae status --profile full``.
 
-One row per grid: the runs it plans now and how many are recorded (``done``), ``failed``,
+One row per grid: the chapters that read it (:data:`mtvae.experiments.grids.READ_BY`), the
+runs it plans now and how many are recorded (``done``), ``failed``,
 ``pending`` and ``claimed`` (pending runs a live grid process holds: running or queued in
 it); of the trained runs recorded, the share stopped by patience rather than by their cap;
 the compute the records took (a stacked job counted once,
@@ -20,12 +21,12 @@ from typing import Any
 
 import pandas as pd
 
-from mtvae.experiments.grids import STAGED, available, get_grid
+from mtvae.experiments.grids import READ_BY, STAGED, available, get_grid
 from mtvae.experiments.runner import plan
 from mtvae.results import compute_seconds, read_record, results_dir
 
-COLUMNS = ["grid", "planned", "done", "failed", "pending", "claimed", "stopped_by_patience",
-           "compute_h", "left_h", "staged"]
+COLUMNS = ["grid", "read_by", "planned", "done", "failed", "pending", "claimed",
+           "stopped_by_patience", "compute_h", "left_h", "staged"]
 
 
 def run_cost(record: dict[str, Any]) -> float:
@@ -64,7 +65,8 @@ def grid_status(name: str, profile: str, root: str | Path | None = None) -> dict
                 if r.get("id") in runs and run_cost(r) > 0]
     pending = table[table.status == "pending"]
     left = sum(estimate_seconds(runs[i].config, runs[i].kind, recorded) for i in pending.id)
-    return {"grid": spec.name, "planned": len(table),
+    return {"grid": spec.name, "read_by": ", ".join(READ_BY.get(name, ())) or "no chapter",
+            "planned": len(table),
             "done": int((table.status == "done").sum()),
             "failed": int((table.status == "failed").sum()), "pending": len(pending),
             "claimed": int((pending.claimed_by != "").sum()),
