@@ -17,7 +17,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 
-
 def seed(n: int) -> None:
     """Make everything that follows reproducible: seed Python, NumPy and torch with ``n``.
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import pandas as pd
 
-import mtvae.experiments.setting_kinds  # noqa: F401  (registers the kinds)
 from mtvae.errors import check_choice
 from mtvae.experiments.spec import Block, GridSpec
 from mtvae.experiments.staged import Tuning, choices, grid_folder, staged_blocks
@@ -83,8 +82,6 @@ def aux_choices(profile: Profile, root: str | Path | None = None) -> pd.DataFram
 def cvae_grid(profile: Profile) -> GridSpec:
     """The conditional VAE and the multitask VAE's head as generators (MNIST-5k, all labels),
     with the ``aux`` grid's architecture and budget."""
-    import mtvae.experiments.cond_kinds  # noqa: F401  (registers the kinds)
-
     a, s = profile.aux_grid, profile.cvae_grid
     fixed = {"latent_dim": a.latent_dim, "hidden": list(a.hidden), "batch_size": a.batch_size,
              "lr": a.lr, "epochs": a.epochs, "patience": a.patience,

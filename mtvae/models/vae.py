@@ -42,6 +42,7 @@ def importance_log_weights(x: Tensor, loc: Tensor, scale: Tensor, k: int, chunk:
         out.append(log_px + log_std_normal(z) - log_normal(z, loc, scale))
     return torch.cat(out, dim=0)
 
+
 class _SplitFlatten(nn.Module):
     """[B, 2c, H, W] -> [B, 2cHW] laid out as (all locations, all scales) for ``encode``."""
 

@@ -6,8 +6,8 @@ the posterior means of the labelled training images; (b) train a multitask VAE w
 heads on z learn from the labelled rows during training (:class:`~mtvae.models.MultitaskVAE`).
 Data: MNIST-5k with a digit head, and procedural shapes (Matthey et al. 2017) with one head
 per generative factor. The runs themselves are the kinds of
-:mod:`mtvae.experiments.setting_kinds` (``aux``, ``aux-plain``) and
-:mod:`mtvae.experiments.cond_kinds`; the chapter reads them through
+:mod:`mtvae.experiments.kinds.aux` (``aux``, ``aux-plain``) and
+:mod:`mtvae.experiments.kinds.conditional`; the chapter reads them through
 :mod:`mtvae.studies.settings`. Here: the heads of a dataset, labels, codes, head accuracy and
 the ELBO on a split.
 """

@@ -17,7 +17,7 @@ generated images the classifier assigns to the requested label (chance 1 / C), a
 same label (0 = one image repeated; compare with the same number on real test images of a
 class). Images are the means of p(x | z), as everywhere the book shows samples.
 
-The book's runs are the ``cvae`` grid's kinds (:mod:`mtvae.experiments.cond_kinds`): a CVAE
+The book's runs are the ``cvae`` grid's kinds (:mod:`mtvae.experiments.kinds.conditional`): a CVAE
 and the multitask VAE's head, trained with the ``aux`` grid's MNIST-5k settings and scored
 with chapter 2's classifier, beside the real test images.
 """

@@ -65,7 +65,6 @@ def tested_gains(frame: pd.DataFrame, metric: str, *, higher_is_better: bool,
                                        "n", "p_value"])
 
 
-
 @dataclass(frozen=True)
 class Evidence:
     """What a staged grid's complete settings say (Chapters 2, 3.2 and 5 read it).

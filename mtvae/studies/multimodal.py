@@ -358,8 +358,8 @@ def from_label_grid(arm_runs: pd.DataFrame, per_class: int = 1, device: str = "c
                     ) -> dict[str, dict[str, Tensor]]:
     """Per row of ``arm_runs`` (``arm`` and the run's config columns, one seed per arm):
     MNIST images and 8x8 digits generated from the labels 0..9, by the model the grid
-    trained for that run (:func:`mtvae.experiments.setting_kinds.mm_model`)."""
-    from mtvae.experiments.setting_kinds import MM_KEYS, mm_model
+    trained for that run (:func:`mtvae.experiments.kinds.multimodal.mm_model`)."""
+    from mtvae.experiments.kinds.multimodal import MM_KEYS, mm_model
 
     out = {}
     for r in arm_runs.to_dict("records"):

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from mtvae.data import Dataset
-from mtvae.experiments.kinds import register, register_stacked
-from mtvae.experiments.setting_kinds import Built, _single, _stacked, convergence
+from mtvae.experiments.kinds.registry import register, register_stacked
+from mtvae.experiments.kinds.training import Built, convergence, single, stacked
 from mtvae.models import MultitaskVAE
 from mtvae.models.cvae import ConditionalVAE
 from mtvae.train import FitResult
@@ -121,24 +121,24 @@ def _device(model: nn.Module) -> str:
 def cvae(config: dict[str, Any], device: str) -> dict[str, Any]:
     """A CVAE on MNIST-5k: test −ELBO(x, y) and the bound on −log p(x) (``test_nelbo``,
     comparable with a VAE's −ELBO), scores of its generated and of the real test images."""
-    return _single("cvae", CVAE_KEYS, _cvae_build, _cvae_score, config, device)
+    return single("cvae", CVAE_KEYS, _cvae_build, _cvae_score, config, device)
 
 
 @register_stacked("cvae")
 def cvae_stacked(configs: list[dict[str, Any]], device: str
                  ) -> list[dict[str, Any] | BaseException]:
     """:func:`cvae` for runs that differ only in ``seed``, trained as one stacked job."""
-    return _stacked("cvae", CVAE_KEYS, _cvae_build, _cvae_score, configs, device)
+    return stacked("cvae", CVAE_KEYS, _cvae_build, _cvae_score, configs, device)
 
 
 @register("heads-gen")
 def heads_gen(config: dict[str, Any], device: str) -> dict[str, Any]:
     """The multitask VAE with a digit head (every label, the sum at ``label_weight``) as a
     label-conditioned generator; its test −ELBO and head accuracy beside the scores."""
-    return _single("heads-gen", HEADS_KEYS, _heads_build, _heads_score, config, device)
+    return single("heads-gen", HEADS_KEYS, _heads_build, _heads_score, config, device)
 
 
 @register_stacked("heads-gen")
 def heads_gen_stacked(configs: list[dict[str, Any]], device: str
                       ) -> list[dict[str, Any] | BaseException]:
-    return _stacked("heads-gen", HEADS_KEYS, _heads_build, _heads_score, configs, device)
+    return stacked("heads-gen", HEADS_KEYS, _heads_build, _heads_score, configs, device)
