@@ -87,3 +87,13 @@ def test_every_grid_names_the_chapters_that_read_it_and_those_chapters_name_it()
             (source,) = notebooks.glob(f"{nn}_*.md")
             text = source.read_text()  # a reader names its grid, in code or in its command
             assert re.search(rf'"{grid}"|mtvae grid {grid}\b', text), (grid, source.name)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(f"{sys.executable} -m mtvae status --profile smoke --results "
+                          f"{tmp_path} | head -c 10", shell=True, capture_output=True,
+                          text=True, timeout=300)
+    assert len(proc.stdout) == 10 and "Traceback" not in proc.stderr, proc.stderr
