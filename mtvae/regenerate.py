@@ -37,6 +37,7 @@ from mtvae.results import (
     results_dir,
     write_record,
 )
+from mtvae.staleness import snapshot
 
 CHAPTER_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.md$")
 PART_RE = re.compile(r"^\d\d_\d_")  # a page of a chapter split over several sources
@@ -265,7 +266,7 @@ def _regenerate(profile: str, device: str, only: list[str] | None, out_dir: Path
             **timing_entry(previous, wall, any(trained.values()), profile, dev.type),
             **trained, "seed": seed,
             "executed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "git": code_state,
+            "git": code_state, "grids": snapshot(chapter.stem, profile, results_dir()),
         } | computed
         manifest["updated_at"] = manifest["chapters"][chapter.stem]["executed_at"]
         manifest["git"] = code_state

@@ -302,6 +302,13 @@ def test_awaiting_list_is_current() -> None:
             "AWAITING_REEXECUTION in tests/test_book.py")
 
 
+def test_pages_awaiting_reexecution_say_so(built_html: Path) -> None:
+    """A reader of a page that waits for its records is told (book/_ext/stale_pages.py)."""
+    for doc in AWAITING_REEXECUTION:
+        page = (built_html / f"{doc}.html").read_text(encoding="utf8")
+        assert "mtvae-stale" in page and "Out of date" in page, doc
+
+
 def test_no_unrendered_roles_or_directives(built_html: Path) -> None:
     offenders = []
     for page in content_pages(built_html):

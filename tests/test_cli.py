@@ -214,6 +214,8 @@ def test_regenerate_executes_chapters_and_writes_manifest(tmp_path):
     assert entry["wall_seconds"] > 0 and {"sha", "dirty"} <= set(entry["git"])
     assert manifest["versions"]["torch"]
     assert entry["run_records"] == 0 and entry["run_records_seconds"] == 0.0
+    # the snapshot of the grids a chapter 01 reads, for mtvae.staleness
+    assert entry["grids"] == {"beta": {"records": 0, "latest": ""}}
 
     bad = run_cli("regenerate", "--profile", "smoke", "--device", "cpu", "--only", "02",
                   "--notebooks", str(src), "--output-dir", str(out), cwd=tmp_path)
