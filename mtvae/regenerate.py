@@ -25,6 +25,7 @@ from pathlib import Path
 
 from mtvae.device import DEVICES, device_name, resolve_device
 from mtvae.errors import DEADLINE_ENV, MTVAEError, TimeLimitReached, check_choice, check_deadline
+from mtvae.experiments.carry import SUPERSEDED
 from mtvae.profiles import get_profile
 from mtvae.provenance import git_state, package_versions
 from mtvae.results import (
@@ -146,7 +147,8 @@ def record_compute(results: Path, chapter: Chapter, profile: str) -> dict[str, f
         from mtvae.experiments import available_grids
 
         folders += [results / f"{name}-{profile}" for name in available_grids()]
-    paths = [p for f in folders if f.is_dir() for p in f.rglob("*.json")]
+    paths = [p for f in folders if f.is_dir() for p in f.rglob("*.json")
+             if SUPERSEDED not in p.relative_to(f).parts[:-1]]  # replaced runs: never read
     records = [json.loads(p.read_text()) for p in paths]
     return {"run_records": len(records),
             "run_records_seconds": round(compute_seconds(records), 1)}

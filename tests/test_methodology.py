@@ -205,11 +205,14 @@ def test_records_table_sums_records_of_one_profile(tmp_path):
                      {"device": device, "timings": {"seconds": seconds}, "status": status})
     write_record(tmp_path / "ch03-smoke" / "r.json", {"device": "cpu",
                                                       "timings": {"seconds": 1.0}})
+    write_record(tmp_path / "ch03-full" / "superseded" / "old.json",  # compute spent
+                 {"device": "cpu", "timings": {"seconds": 60.0}})
     table = D.records_table(tmp_path, "full")
     assert list(table.index) == ["ch03-full"]
-    assert table.loc["ch03-full", "records"] == 2
+    assert table.loc["ch03-full", "records"] == 3
     assert table.loc["ch03-full", "failed"] == 1
-    assert math.isclose(table.loc["ch03-full", "compute (min)"], 3.0)
+    assert table.loc["ch03-full", "superseded"] == 1
+    assert math.isclose(table.loc["ch03-full", "compute (min)"], 4.0)
     assert table.loc["ch03-full", "devices"] == "cpu, cuda"
     assert D.records_table(tmp_path / "nothing", "full").empty
 

@@ -18,6 +18,8 @@ def test_convergence_table_counts_patience_stops_and_best_share(tmp_path):
     _run(grid, "a", stopped_early=True, best_step=100, step_cap=1000)
     _run(grid, "b", stopped_early=True, best_step=300, step_cap=1000)
     _run(grid, "c", stopped_early=False, best_step=1000, step_cap=1000)
+    # a run a raised cap replaced: no run of the study, not counted
+    _run(grid / "superseded", "old-cap", stopped_early=False, best_step=500, step_cap=500)
     _run(grid, "reference", test={"mean_error": 0.2})  # not trained: left out
     write_record(grid / "failed.json", {"id": "f", "config": {}, "status": "failed"})
     chapter = tmp_path / "ch01-full"  # the old protocol: a best epoch, no cap, no flag

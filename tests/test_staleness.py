@@ -146,3 +146,15 @@ def test_the_book_marks_exactly_the_stale_pages(built_html: Path):
     marked = {p.stem for p in (built_html / "book" / "chapters").glob("*.html")
               if "mtvae-stale" in p.read_text(encoding="utf8")}
     assert marked == expected
+
+
+def test_the_compute_a_chapter_read_leaves_superseded_records_out(tmp_path):
+    """A replaced run (``superseded/``) is read by no chapter, so it is not counted as read."""
+    from mtvae.regenerate import Chapter, record_compute
+    from mtvae.results import write_record
+
+    for sub, seconds in (("", 30.0), ("superseded", 90.0)):
+        write_record(tmp_path / "ch01-full" / sub / f"r{seconds:.0f}.json",
+                     {"id": "r", "config": {}, "timings": {"seconds": seconds}})
+    got = record_compute(tmp_path, Chapter("01", Path("01_vaes.md")), "full")
+    assert got == {"run_records": 1, "run_records_seconds": 30.0}

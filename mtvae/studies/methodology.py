@@ -34,6 +34,7 @@ from mtvae.data import Dataset, load
 from mtvae.data import available as available_datasets
 from mtvae.data.schema import FEATURE_TYPES, Feature
 from mtvae.data.tables import TABLES
+from mtvae.experiments.carry import SUPERSEDED
 from mtvae.likelihoods import make_head
 from mtvae.profiles import Profile, get_profile
 from mtvae.results import compute_seconds
@@ -352,10 +353,13 @@ def compute_table(manifest: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("chapter")
 
 
-def _folder_records(folder: Path) -> Iterator[dict[str, Any]]:
-    """Every JSON record under ``folder`` (nested folders included), parsed as it is."""
+def _folder_records(folder: Path, *, superseded: bool = True) -> Iterator[dict[str, Any]]:
+    """Every JSON record under ``folder`` (nested folders included), parsed as it is;
+    without those under ``superseded/`` (records a raised cap replaced, which no chapter
+    reads: :mod:`mtvae.experiments.carry`) unless ``superseded``."""
     for path in sorted(folder.rglob("*.json")):
-        yield json.loads(path.read_text())
+        if superseded or SUPERSEDED not in path.relative_to(folder).parts[:-1]:
+            yield json.loads(path.read_text())
 
 
 def _profile_folders(root: str | Path, profile: str) -> list[Path]:
@@ -364,20 +368,24 @@ def _profile_folders(root: str | Path, profile: str) -> list[Path]:
 
 
 def records_table(root: str | Path, profile: str) -> pd.DataFrame:
-    """Per folder ``results/<grid>-<profile>``: records (failed ones), compute (a stacked
-    job counted once, :func:`mtvae.results.compute_seconds`), devices."""
+    """Per folder ``results/<grid>-<profile>``: records (failed ones; superseded ones, which
+    a raised cap replaced and no chapter reads, but whose compute was spent), compute (a
+    stacked job counted once, :func:`mtvae.results.compute_seconds`), devices."""
     rows = {}
     for folder in _profile_folders(root, profile):
         records = list(_folder_records(folder))
         count, seconds = len(records), compute_seconds(records)
         devices = {str(r.get("device", "?")) for r in records}
         failed = sum(r.get("status") == "failed" for r in records)
+        current = sum(1 for _ in _folder_records(folder, superseded=False))
         if count:
             rows[folder.name] = {"records": count, "failed": failed,
+                                 "superseded": count - current,
                                  "compute (min)": seconds / 60,
                                  "devices": ", ".join(sorted(devices))}
     return pd.DataFrame.from_dict(rows, orient="index",
-                                  columns=["records", "failed", "compute (min)", "devices"]
+                                  columns=["records", "failed", "superseded", "compute (min)",
+                                           "devices"]
                                   ).rename_axis("results folder")
 
 
@@ -405,13 +413,14 @@ def convergence_table(root: str | Path, profile: str) -> pd.DataFrame:
     baselines and failed runs are left out) has its convergence *recorded* when its metrics
     hold ``stopped_early`` and a best step with its ``step_cap`` (or a best epoch with its
     ``epoch_cap``); records of the older protocol, which lack them, are counted as *not
-    recorded*. Over the recorded runs: the share stopped by patience (rather than by the
-    cap) and the median of best step / cap. Both are NaN in a folder with none recorded.
+    recorded*. Records under ``superseded/`` are no run of the study and are not counted.
+    Over the recorded runs: the share stopped by patience (rather than by the cap) and the
+    median of best step / cap. Both are NaN in a folder with none recorded.
     """
     rows = {}
     for folder in _profile_folders(root, profile):
         trained, stopped, shares = 0, [], []
-        for record in _folder_records(folder):
+        for record in _folder_records(folder, superseded=False):
             metrics = record.get("metrics") or {}
             if record.get("status") == "failed" or not _trained(metrics):
                 continue
