@@ -30,15 +30,15 @@ class VAEStudy:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     iwae_ks: tuple[int, ...] = (1, 10, 100, 1000, 5000)
     iwae_eval_size: int = 250
-    likelihood_epochs: int = 80
-    latent2d_epochs: int = 100
-    conv_epochs: int = 50
-    conv_seeds: tuple[int, ...] = (0, 1, 2)
+    # every model of the chapter trains under the reference budget (``epochs``, ``patience``)
+    # and stops by patience: the convolutional, likelihood, 2-d and anomaly models once had
+    # caps of 50, 80, 100 and 40 epochs, which most of their runs reached still improving
+    conv_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     conv_ks: tuple[int, ...] = (1, 100)
     anomaly_digits: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
-    anomaly_seeds: tuple[int, ...] = (0, 1, 2)
-    anomaly_epochs: int = 40
-    ppca_epochs: int = 200
+    anomaly_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    # pPCA: a cap well above where patience stops it (200 epochs stopped none of 5 runs)
+    ppca_epochs: int = 2000
     ppca_ks: tuple[int, ...] = (1, 5, 10, 50, 100, 500, 1000, 5000)
     ppca_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
 
@@ -349,9 +349,8 @@ PROFILES: dict[str, Profile] = {
         vae=VAEStudy(
             epochs=3, patience=2, train_size=1000, seeds=(0,), iwae_ks=(1, 10, 100),
             iwae_eval_size=100,
-            likelihood_epochs=2, latent2d_epochs=2, conv_epochs=1, conv_seeds=(0,),
-            conv_ks=(1, 10), anomaly_digits=(1,),
-            anomaly_seeds=(0,), anomaly_epochs=2, ppca_epochs=20, ppca_ks=(1, 10, 100),
+            conv_seeds=(0,), conv_ks=(1, 10), anomaly_digits=(1,),
+            anomaly_seeds=(0,), ppca_epochs=20, ppca_ks=(1, 10, 100),
             ppca_seeds=(0,),
         ),
         vq=VQStudy(

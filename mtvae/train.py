@@ -41,6 +41,7 @@ class FitResult:
     best_epoch: int = 0
     best_val: float = math.inf
     stopped_early: bool = False
+    epoch_cap: int = 0  # the ``epochs`` it was allowed (0: not recorded, an old checkpoint)
     seconds: float = 0.0
     device: str = "cpu"
     resumed_from: int = 0
@@ -216,11 +217,13 @@ def fit(
     data = data.to(dev)
     optimizer = make_optimizer(model.parameters(), lr, dev)
     shuffle_gen = torch.Generator().manual_seed(seed)
-    run = _FitState(FitResult(device=str(dev)), copy.deepcopy(model.state_dict()))
+    run = _FitState(FitResult(device=str(dev), epoch_cap=epochs),
+                    copy.deepcopy(model.state_dict()))
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     last_save = time.perf_counter()
     if ckpt_path is not None and ckpt_path.exists():
         run, finished = _resume(ckpt_path, dev, settings, model, optimizer, shuffle_gen, comb)
+        run.result.epoch_cap = epochs  # a resumed checkpoint was written with the same cap
         if finished:  # train-or-load: a finished run is only loaded
             model.load_state_dict(run.best_state)
             return run.result

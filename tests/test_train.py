@@ -68,6 +68,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_training(digits, tmp_path):
     resumed = _model(seed=42)  # different init: everything must come from the checkpoint
     res = fit(resumed, digits, checkpoint=ckpt, **kw)
     assert res.resumed_from == 2
+    assert res.epoch_cap == reference.epoch_cap == 4  # the cap travels with the result
     assert [h["loss"] for h in res.history] == [h["loss"] for h in reference.history]
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -75,7 +76,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_training(digits, tmp_path):
     # A finished checkpoint is loaded, not retrained.
     again = _model(seed=99)
     res2 = fit(again, digits, checkpoint=ckpt, **kw)
-    assert res2.history == res.history
+    assert res2.history == res.history and res2.epoch_cap == 4
     for a, b in zip(again.state_dict().values(), straight.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
@@ -91,8 +92,13 @@ def test_early_stopping_restores_best_epoch(digits):
     model = _model()
     res = fit(model, digits, epochs=200, patience=2, lr=0.05, seed=0, device="cpu",
               progress="none")
-    assert res.stopped_early
+    assert res.stopped_early and res.epoch_cap == 200
     assert res.epochs_run == res.best_epoch + 2
+    from mtvae.studies.base import fit_info  # what a chapter's run records of it
+
+    info = fit_info(res)
+    assert (info["stopped_early"], info["epoch_cap"], info["best_epoch"]) == (
+        True, 200, res.best_epoch)
     val = min(h["val_loss"] for h in res.history)
     assert res.best_val == val
 

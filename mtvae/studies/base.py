@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Self
 from mtvae.data import Dataset, load
 from mtvae.device import resolve_device
 from mtvae.profiles import Profile, get_profile
+from mtvae.train import FitResult
 
 
 @dataclass
@@ -37,3 +38,12 @@ def binarized_images(name: str, train_size: int | None, shapes_n: int) -> Datase
     if name == "shapes":
         return load(name, binarize="dynamic", n=shapes_n)
     return load(name, binarize="dynamic", train_size=train_size)
+
+
+def fit_info(result: FitResult) -> dict[str, Any]:
+    """What a chapter's run records about its training: the best epoch, the epochs run, the
+    cap and whether patience stopped it before the cap (the book's convergence rule,
+    Chapter 4), the training seconds and the best validation loss."""
+    return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "epoch_cap": result.epoch_cap, "stopped_early": result.stopped_early,
+            "train_seconds": result.seconds, "best_val": result.best_val}

@@ -26,7 +26,7 @@ from mtvae.experiments.setting_grids import beta_choice, beta_grid
 from mtvae.models import VAE
 from mtvae.profiles import Profile, VAEStudy
 from mtvae.results import cache_dir, cached_run, run_id
-from mtvae.studies.base import ChapterStudy
+from mtvae.studies.base import ChapterStudy, fit_info
 from mtvae.train import FitResult, fit
 
 
@@ -70,10 +70,6 @@ class Study(ChapterStudy):
     def run(self, name: str, config: dict[str, Any], compute: Any) -> dict[str, Any]:
         return cached_run(self.grid, name, config, compute, device=self.device)
 
-
-def _fit_info(result: FitResult) -> dict[str, Any]:
-    return {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-            "train_seconds": result.seconds, "best_val": result.best_val}
 
 
 def fixed_binarization(split: Split, seed: int) -> Split:
@@ -135,7 +131,7 @@ def main_runs(study: Study, arch: str = "mlp", seeds: tuple[int, ...] | None = N
 
         def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
             model, res = study.train("main", cfg, data)
-            return _fit_info(res) | vae_metrics(model, data, tuple(cfg["iwae_ks"]),
+            return fit_info(res) | vae_metrics(model, data, tuple(cfg["iwae_ks"]),
                                                 cfg["iwae_eval_size"], cfg["seed"])
 
         rec = study.run("main", cfg, compute)
@@ -153,14 +149,12 @@ def main_model(study: Study, seed: int = 0, arch: str = "mlp", epochs: int | Non
 
 def likelihood_models(study: Study, seed: int = 0) -> tuple[dict[str, VAE], pd.DataFrame]:
     """Bernoulli (binarised pixels) vs Gaussian with fixed / learned scale (grey pixels)."""
-    s = study.s
     grey = study.mnist(None)
     models, rows = {}, []
     for lik, binarize in (("bernoulli", "dynamic"), ("gaussian", None),
                           ("gaussian-learned", None)):
         data = study.mnist(binarize)
-        cfg = study.base_config(seed=seed, likelihood=lik, binarize=binarize,
-                                epochs=s.likelihood_epochs)
+        cfg = study.base_config(seed=seed, likelihood=lik, binarize=binarize)
         model, res = study.train("likelihood", cfg, data)
 
         def compute(model: VAE = model, data: Dataset = data, res: FitResult = res
@@ -169,7 +163,7 @@ def likelihood_models(study: Study, seed: int = 0) -> tuple[dict[str, VAE], pd.D
             with torch.no_grad():
                 recon = model.reconstruct(data.test.x)
             mse = float((recon.clamp(0, 1) - grey.test.x.to(recon.device)).square().mean())
-            return _fit_info(res) | {"test_nelbo": float((dist + rate).mean()),
+            return fit_info(res) | {"test_nelbo": float((dist + rate).mean()),
                                      "test_rate": float(rate.mean()),
                                      "recon_mse_grey": mse,
                                      "active_units": M.active_units(model, data.test)[0]}
@@ -182,7 +176,7 @@ def likelihood_models(study: Study, seed: int = 0) -> tuple[dict[str, VAE], pd.D
 
 def latent_2d_model(study: Study, seed: int = 0) -> tuple[VAE, Dataset]:
     data = study.mnist("dynamic")
-    cfg = study.base_config(seed=seed, latent_dim=2, epochs=study.s.latent2d_epochs)
+    cfg = study.base_config(seed=seed, latent_dim=2)
     model, _ = study.train("latent2d", cfg, data)
     return model, data
 
@@ -261,8 +255,7 @@ def anomaly_detection(study: Study, k: int = 10) -> pd.DataFrame:
     for digit in s.anomaly_digits:
         data = study.mnist("dynamic", exclude=(digit,))
         for seed in s.anomaly_seeds:
-            cfg = study.base_config(seed=seed, held_out=digit, epochs=s.anomaly_epochs,
-                                    patience=max(2, s.patience // 4), score_k=k)
+            cfg = study.base_config(seed=seed, held_out=digit, score_k=k)
 
             def compute(cfg: dict[str, Any] = cfg, data: Dataset = data,
                         digit: int = digit) -> dict[str, Any]:
@@ -270,7 +263,7 @@ def anomaly_detection(study: Study, k: int = 10) -> pd.DataFrame:
                 torch.manual_seed(cfg["seed"])
                 nll = M.iwae_nll(model, data.test, cfg["score_k"])
                 is_anomaly = (data.test.y == digit).cpu().numpy()
-                return _fit_info(res) | {
+                return fit_info(res) | {
                     "auroc": M.auroc(nll.numpy(), is_anomaly),
                     "nll_anomalous": float(nll[is_anomaly].mean()),
                     "nll_normal": float(nll[~is_anomaly].mean())}
@@ -294,7 +287,7 @@ def ppca_check(study: Study, data_dim: int = 20, latent_dim: int = 4, sigma: flo
     for seed in s.ppca_seeds:
         cfg = {"experiment": "ppca", "seed": seed, "data_dim": data_dim,
                "latent_dim": latent_dim, "sigma": sigma, "hidden": [64, 64],
-               "epochs": s.ppca_epochs, "batch_size": 100, "lr": 1e-3, "patience": None,
+               "epochs": s.ppca_epochs, "batch_size": 100, "lr": 1e-3, "patience": s.patience,
                "ks": list(s.ppca_ks), "elbo_samples": elbo_samples, "device": study.device}
 
         def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
@@ -303,8 +296,8 @@ def ppca_check(study: Study, data_dim: int = 20, latent_dim: int = 4, sigma: flo
                         hidden=(64, 64), gaussian_scale=sigma)
             ckpt = cache_dir() / study.grid / f"{run_id('ppca', cfg)}.pt"
             res = fit(model, data, epochs=cfg["epochs"], batch_size=100, lr=1e-3,
-                      seed=cfg["seed"], device=study.device, checkpoint=ckpt,
-                      progress=study.progress, desc=f"ppca seed={cfg['seed']}")
+                      patience=cfg["patience"], seed=cfg["seed"], device=study.device,
+                      checkpoint=ckpt, progress=study.progress, desc=f"ppca seed={cfg['seed']}")
             test = data.test.to(resolve_device(study.device))
             torch.manual_seed(cfg["seed"])
             with torch.no_grad():
@@ -312,7 +305,7 @@ def ppca_check(study: Study, data_dim: int = 20, latent_dim: int = 4, sigma: flo
                     test.x, model.decoder.weight, model.decoder.bias, sigma).cpu()
                 elbo = model.log_weights(test.x, elbo_samples).mean(0).cpu()
             bounds = {str(k): M.iwae_bound(model, test, k).numpy() for k in cfg["ks"]}
-            return _fit_info(res) | {
+            return fit_info(res) | {
                 "exact_log_px": float(exact.mean()),
                 "true_model_log_px": float(truth.log_prob(data.test.x).mean()),
                 "elbo": float(elbo.mean()),
@@ -326,7 +319,8 @@ def ppca_check(study: Study, data_dim: int = 20, latent_dim: int = 4, sigma: flo
             rows.append({"seed": seed, "k": k, "exact_log_px": m["exact_log_px"],
                          "elbo": m["elbo"], "iwae": m["iwae"][str(k)],
                          "true_model_log_px": m["true_model_log_px"],
-                         "frac_above": m["frac_points_iwae_above_exact"][str(k)]})
+                         "frac_above": m["frac_points_iwae_above_exact"][str(k)],
+                         "stopped_early": m["stopped_early"], "best_epoch": m["best_epoch"]})
     df = pd.DataFrame(rows)
     df["gap_iwae"] = df["exact_log_px"] - df["iwae"]
     df["gap_elbo"] = df["exact_log_px"] - df["elbo"]

@@ -25,9 +25,9 @@ import torch
 from mtvae import metrics as M
 from mtvae.errors import MTVAEError
 from mtvae.models import VAE, CapacityVAE
+from mtvae.studies.base import fit_info
 from mtvae.studies.vqvaes import (
     Study,
-    _fit_info,
     classifier,
     score_images,
 )
@@ -89,7 +89,7 @@ def vae_runs(study: Study, capacity: float) -> pd.DataFrame:
                     recon = model.reconstruct(data.test.x)
                     images = model.sample(cfg["n_samples"], study.generator(cfg["seed"]))
                 mse = float((recon - grey.test.x).square().mean())
-                return _fit_info(res) | {
+                return fit_info(res) | {
                     "test_distortion": float(dist.mean()), "rate_nats": float(rate.mean()),
                     "rate_bits": float(rate.mean()) / LN2, "recon_mse_grey": mse,
                     "active_units": M.active_units(model, data.test)[0],

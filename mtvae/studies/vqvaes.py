@@ -23,7 +23,7 @@ from mtvae.device import resolve_device
 from mtvae.models import VQVAE, Classifier, CodePrior
 from mtvae.profiles import VQStudy
 from mtvae.results import cache_dir, cached_run, run_id
-from mtvae.studies.base import ChapterStudy
+from mtvae.studies.base import ChapterStudy, fit_info
 from mtvae.train import FitResult, fit
 
 LN2 = math.log(2)
@@ -61,10 +61,6 @@ class Study(ChapterStudy):
     def generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=resolve_device(self.device)).manual_seed(seed)
 
-
-def _fit_info(res: FitResult) -> dict[str, Any]:
-    return {"best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-            "train_seconds": res.seconds, "best_val": res.best_val}
 
 
 # -- VQ-VAEs ---------------------------------------------------------------------------------
@@ -109,7 +105,7 @@ def vq_metrics(study: Study, model: VQVAE, res: FitResult, seed: int) -> dict[st
     dist = torch.cat([model.distortion(b["x"]) for b in data.test.batches(500)])
     recon = torch.cat([model.reconstruct(b["x"]) for b in data.test.batches(500)])
     restarts = getattr(model.quantizer, "restarts", None)
-    return _fit_info(res) | {
+    return fit_info(res) | {
         "num_codes": model.num_codes, "capacity_bits": model.capacity_bits,
         "fraction_used": usage["fraction_used"], "codes_used": usage["codes_used"],
         "epoch_perplexity": usage["perplexity"], "train_counts": usage["counts"],
@@ -205,7 +201,7 @@ def classifier(study: Study) -> tuple[Classifier, dict[str, Any]]:
     def compute() -> dict[str, Any]:
         probs = model.predict_proba(data.test.x)
         acc = float((probs.argmax(1) == data.test.y.cpu()).float().mean())
-        return _fit_info(res) | {"test_accuracy": acc} | M.class_scores(probs)
+        return fit_info(res) | {"test_accuracy": acc} | M.class_scores(probs)
 
     return model, study.run("classifier", cfg, compute)
 
@@ -235,7 +231,7 @@ def reference_runs(study: Study) -> pd.DataFrame:
                 samples = prior.sample(cfg["n_samples"], study.generator(cfg["seed"]))
                 images = torch.cat([vq.decode_indices(samples[i: i + 500])
                                     for i in range(0, len(samples), 500)])
-            return {f"prior_{k}": v for k, v in _fit_info(res).items()} | {
+            return {f"prior_{k}": v for k, v in fit_info(res).items()} | {
                 "prior_bits": float(nll.mean()) / LN2,
                 "prior_train_bits": float(train_nll.mean()) / LN2,
                 "sample_codes_used": int(samples.unique().numel()),
