@@ -70,15 +70,16 @@ def _finished(folder: Path) -> list[str]:
     return out
 
 
+def _state(times: list[str]) -> dict[str, Any]:
+    """A grid folder's record count and latest finish time (:func:`_finished`)."""
+    return {"records": len(times), "latest": max(times, default="")}
+
+
 def snapshot(chapter: str, profile: str, root: str | Path | None = None) -> dict[str, Any]:
     """Per grid that ``chapter`` reads: its record count and the latest finish time among
     them, as the manifest keeps them (``grids``) for :func:`changes`."""
     base = Path(root) if root is not None else results_dir()
-    out: dict[str, Any] = {}
-    for g in grids_read(chapter):
-        times = _finished(base / f"{g}-{profile}")
-        out[g] = {"records": len(times), "latest": max(times, default="")}
-    return out
+    return {g: _state(_finished(base / f"{g}-{profile}")) for g in grids_read(chapter)}
 
 
 def started_at(entry: dict[str, Any]) -> datetime | None:
@@ -109,9 +110,8 @@ def changes(chapter: str, entry: dict[str, Any], root: str | Path | None = None
     for g in grids_read(chapter):
         times = _finished(base / f"{g}-{profile}")
         newer = sum(1 for t in times if t and end is not None and _parse(t) > end)
-        now = {"records": len(times), "latest": max(times, default="")}
         old = then.get(g)
-        if (old is not None and old == now) or (old is None and not newer):
+        if (old is not None and old == _state(times)) or (old is None and not newer):
             continue
         status = plan(get_grid(g, profile, base), base).status
         out.append(GridChange(g, f"{g}-{profile}", None if old is None else int(old["records"]),

@@ -71,7 +71,6 @@ class Study(ChapterStudy):
         return cached_run(self.grid, name, config, compute, device=self.device)
 
 
-
 def fixed_binarization(split: Split, seed: int) -> Split:
     """A split with one seeded Bernoulli draw of its grey values (to score training data)."""
     gen = torch.Generator(device=split.x.device).manual_seed(seed)
@@ -132,7 +131,7 @@ def main_runs(study: Study, arch: str = "mlp", seeds: tuple[int, ...] | None = N
         def compute(cfg: dict[str, Any] = cfg) -> dict[str, Any]:
             model, res = study.train("main", cfg, data)
             return fit_info(res) | vae_metrics(model, data, tuple(cfg["iwae_ks"]),
-                                                cfg["iwae_eval_size"], cfg["seed"])
+                                               cfg["iwae_eval_size"], cfg["seed"])
 
         rec = study.run("main", cfg, compute)
         rows.append({"arch": arch, "seed": seed, **rec["metrics"]})

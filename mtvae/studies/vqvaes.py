@@ -62,7 +62,6 @@ class Study(ChapterStudy):
         return torch.Generator(device=resolve_device(self.device)).manual_seed(seed)
 
 
-
 # -- VQ-VAEs ---------------------------------------------------------------------------------
 def vq_config(study: Study, seed: int, quantizer: str | None = None,
               num_codes: int | None = None, epochs: int | None = None,
